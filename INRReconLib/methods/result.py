@@ -1,0 +1,24 @@
+"""What every reconstruction method returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ReconResult:
+    """image: CT μ (1/mm) float32 of grid.shape (nz, ny, nx);
+    MR complex64 [n_frames, nz, ny, nx].
+    iterations: iterations actually run (last stage); cancelled: stopped early on request.
+    history: the Monitor's per-iteration records; extra: method-specific numbers."""
+
+    image: np.ndarray
+    method: str = ""
+    config: dict = field(default_factory=dict)
+    iterations: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+    history: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
