@@ -1,0 +1,182 @@
+"""`inrrecon bench`: every method on the shared cases; prints a table and writes JSON.
+
+Methods are given as NAME or NAME:PRESET (e.g. `nerp:hash-ct`). The `convergence` group fits the
+same INR with plain L2, filtered least squares and ADMM and records PSNR against iterations.
+Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
+are wall time of `reconstruct` on the chosen device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_METHODS = {
+    "CT": ["fbp", "sirt", "cgls", "tv", "inr:hash-ct", "nerp:hash-ct"],
+    "MR": ["adjoint", "cgsense", "tv", "inr:hash-mr", "nerp:hash-mr"],
+}
+
+
+class _CurveMonitor:
+    """Monitor that samples PSNR to the truth every `every` iterations of the fitting stage."""
+
+    def __new__(cls, truth, every):
+        from .methods.metrics import psnr
+        from .methods.monitor import Monitor
+
+        class CurveMonitor(Monitor):
+            def __init__(self):
+                super().__init__()
+                self.curve = []
+
+            def report(self, stage, iteration, total, loss=None, current=None, **extra):
+                super().report(stage, iteration, total, loss=loss, **extra)
+                if current is not None and stage != "prior-embedding" and (iteration % every == 0 or iteration == total):
+                    img = np.asarray(current())
+                    self.curve.append((int(iteration), float(psnr(_magnitude(img), truth))))
+
+        return CurveMonitor()
+
+
+def _magnitude(img):
+    img = np.asarray(img)
+    if np.iscomplexobj(img):
+        img = np.abs(img)
+        if img.ndim == 4:  # [frames, nz, ny, nx] -> static image
+            img = img[0]
+    return img
+
+
+def _scale_mr(img, truth):
+    """MR magnitude compared after the least-squares scale to the truth (the absolute scale of
+    MR intensities is arbitrary)."""
+    m = _magnitude(img)
+    s = float((m * truth).sum() / max((m * m).sum(), 1e-12))
+    return m * s
+
+
+def _run_one(case, spec, iterations, device, curve_every=0):
+    from .methods.metrics import image_metrics
+    from .methods.presets import load_config
+    from .methods.registry import METHODS, reconstruct
+
+    name, _, preset = spec.partition(":")
+    config = load_config(preset) if preset else None
+    iters = iterations if name in ("inr", "nerp") else None
+    monitor = _CurveMonitor(case.truth, curve_every) if curve_every else None
+    res = reconstruct(case.measurement, name, prior=case.prior if METHODS[name].uses_prior else None,
+                      config=config, iterations=iters, device=device, monitor=monitor)
+    img = _scale_mr(res.image, case.truth) if case.measurement.modality == "MR" else res.image
+    m = image_metrics(img, case.truth, roi=case.roi)
+    row = {"case": case.name, "method": spec, "psnr": m["psnr"], "ssim": m["ssim"], "roi_psnr": m.get("roi_psnr"),
+           "iterations": res.iterations, "seconds": round(res.seconds, 2), "device": str(device),
+           "cancelled": res.cancelled}
+    return row, res, (monitor.curve if monitor else None)
+
+
+def _prior_row(case):
+    from .methods.metrics import image_metrics
+
+    m = image_metrics(case.prior, case.truth, roi=case.roi)
+    return {"case": case.name, "method": "prior alone", "psnr": m["psnr"], "ssim": m["ssim"],
+            "roi_psnr": m.get("roi_psnr"), "iterations": 0, "seconds": 0.0, "device": "-"}
+
+
+def print_table(rows, stream=sys.stdout):
+    head = f"{'case':<40} {'method':<16} {'PSNR':>7} {'SSIM':>7} {'ROI PSNR':>9} {'iter':>6} {'sec':>8}  device"
+    print(head, file=stream)
+    print("-" * len(head), file=stream)
+    for r in rows:
+        roi = f"{r['roi_psnr']:.2f}" if r.get("roi_psnr") is not None else "-"
+        print(f"{r['case']:<40} {r['method']:<16} {r['psnr']:7.2f} {r['ssim']:7.4f} {roi:>9} {r['iterations']:>6} "
+              f"{r['seconds']:8.1f}  {r['device']}", file=stream)
+    stream.flush()
+
+
+def _write_json(path: Path, obj):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _convergence(out: Path, device, iterations):
+    """LS vs FLS vs ADMM on the 2D thorax case (INR without prior, hash-grid field)."""
+    from .cases import ct2d_case
+    from .methods.presets import load_config
+    from .methods.registry import reconstruct
+    from .report import convergence_plot
+
+    case = ct2d_case("parallel", 20, noisy=False, size=128)
+    iters = iterations or 600
+    curves, rows = {}, []
+    for label, overrides in (("L2", {"loss": "l2"}), ("FLS", {"loss": "fls"}), ("ADMM", {"optimizer": "admm"})):
+        from .methods.monitor import Monitor  # noqa: F401  (CurveMonitor subclasses it)
+
+        config = load_config({"preset": "hash-ct", **overrides})
+        mon = _CurveMonitor(case.truth, 10)
+        res = reconstruct(case.measurement, "inr", config=config, iterations=iters, device=device, monitor=mon)
+        curves[label] = ([c[0] for c in mon.curve], [c[1] for c in mon.curve])
+        rows.append((label, mon.curve, res.seconds))
+    final_l2 = curves["L2"][1][-1]
+    table = []
+    for label, curve, secs in rows:
+        reach = next((it for it, p in curve if p >= final_l2), None)
+        table.append({"variant": label, "final_psnr": curve[-1][1], "iterations_to_L2_final": reach,
+                      "iterations": curve[-1][0], "seconds": round(secs, 1)})
+    print(f"\nconvergence on {case.name} (128², INR without prior, hash-ct): L2 final PSNR {final_l2:.2f} dB")
+    print(f"{'variant':<8} {'final PSNR':>10} {'it to L2 final':>15} {'iterations':>10} {'sec':>7}")
+    for t in table:
+        print(f"{t['variant']:<8} {t['final_psnr']:10.2f} {str(t['iterations_to_L2_final']):>15} {t['iterations']:>10} "
+              f"{t['seconds']:7.1f}")
+    convergence_plot(curves, out / "convergence.png", title=f"{case.name}, 128²: PSNR vs iteration")
+    return {"case": case.name, "curves": {k: list(zip(*v)) for k, v in curves.items()}, "table": table}
+
+
+def run_bench(args) -> int:
+    from .cases import BUILDERS, CASE_GROUPS, build_cases
+    from .worker.run import resolve_device
+
+    if args.list:
+        for g, specs in CASE_GROUPS.items():
+            print(f"{g}: " + ", ".join(f"{k}({', '.join(f'{a}={b}' for a, b in kw.items())})" for k, kw in specs))
+        print("convergence: LS vs FLS vs ADMM curves on the 128² thorax slice")
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)[0]
+    groups = [g.strip() for g in args.cases.split(",") if g.strip()]
+    result = {"host": platform.node(), "cpu_threads": os.cpu_count(), "device": str(device), "rows": []}
+    try:
+        import torch
+
+        result["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    rows = result["rows"]
+    for group in groups:
+        if group == "convergence":
+            result["convergence"] = _convergence(out, device, args.iterations)
+            _write_json(out / "bench.json", result)
+            continue
+        for kind, kw in build_cases(group):
+            case = BUILDERS[kind](**kw)
+            modality = case.measurement.modality
+            methods = args.methods.split(",") if args.methods else DEFAULT_METHODS[modality]
+            if case.prior is not None:
+                rows.append(_prior_row(case))
+            for spec in methods:
+                print(f"bench: {case.name} / {spec} ...", file=sys.stderr, flush=True)
+                row, _, _ = _run_one(case, spec, args.iterations, device)
+                rows.append(row)
+                print_table([row], sys.stderr)
+            _write_json(out / "bench.json", result)
+    print()
+    print_table(rows)
+    _write_json(out / "bench.json", result)
+    print(f"\nwrote {out / 'bench.json'}")
+    return 0

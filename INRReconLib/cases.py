@@ -1,0 +1,222 @@
+"""Benchmark and demo cases built from the real scans in ../shared/data (data/README.md).
+
+No second time point of the same patient exists offline, so the longitudinal prior is simulated
+as the data README prescribes: the lesion is contracted radially (the current scan shows growth),
+then a small rigid shift and a smooth deformation are applied and ≈10 HU of noise added. A lesion
+ROI marks the changed region, so "reconstructed, not copied" can be measured there.
+
+CT cases are simulated from the 512² full-resolution slices and reconstructed on the 256² grid
+(2× finer projection grid: no inverse crime).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .errors import InputError
+from .physics.grid import ImageGrid
+
+CT_FULLRES = "ct_thorax/ct_thorax_hu_512x512_slices055-085.nrrd"
+CT_VOLUME = "ct_thorax/ct_thorax_hu_256x256x141.nrrd"
+MR_IMAGE = "mr_brain/brain1_image.nrrd"
+MR_LABEL = "mr_brain/brain1_label.nrrd"
+
+# The right-lung nodule, located by eye on the data (see data README: ≈25 mm, around slice 62).
+NODULE_SLICE_FULLRES = 7  # index in the 512² file (slices 55..85) -> scan slice 62
+NODULE_CENTRE_FULLRES_XY = (190.0, 260.0)  # (x, y) pixels in the 512² slice
+NODULE_RADIUS_MM = 13.0
+PRIOR_SLICE_OFFSET = 2  # 2 slices of 2 mm: the prior is a real slice 4 mm away
+
+
+def data_dir() -> Optional[Path]:
+    """The shared data folder: $INRRECON_DATA, else ../shared/data next to the repo or cwd."""
+    candidates = []
+    if os.environ.get("INRRECON_DATA"):
+        candidates.append(Path(os.environ["INRRECON_DATA"]))
+    here = Path(__file__).resolve().parent
+    candidates += [here.parent.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
+                   Path.cwd() / "shared" / "data"]
+    for c in candidates:
+        if (c / CT_FULLRES).exists():
+            return c
+    return None
+
+
+@dataclass
+class Case:
+    """One benchmark case: the measurement, the truth and the prior on the measurement grid."""
+
+    name: str
+    measurement: object  # Measurement
+    truth: np.ndarray  # CT μ (1/mm) grid.shape; MR magnitude in [0, 1], grid.shape
+    prior: Optional[np.ndarray]
+    roi: Optional[np.ndarray]  # bool grid.shape: the changed (lesion) region
+    info: dict = field(default_factory=dict)
+
+
+def _read(path):
+    from .io.volume import read_volume
+
+    return read_volume(path)
+
+
+def _mean_pool(a, f=2):
+    ny, nx = a.shape[-2] // f * f, a.shape[-1] // f * f
+    a = a[..., :ny, :nx]
+    return a.reshape(a.shape[:-2] + (ny // f, f, nx // f, f)).mean(axis=(-3, -1))
+
+
+def _smooth_field(shape, sigma_px, amplitude_px, rng):
+    """A smooth random displacement of given RMS amplitude (pixels)."""
+    f = ndi.gaussian_filter(rng.standard_normal(shape), sigma_px)
+    return f * amplitude_px / max(np.sqrt(np.mean(f ** 2)), 1e-12)
+
+
+def longitudinal_prior(image, centre_px, radius_px, *, contraction=0.45, shift_px=(1.0, -1.5),
+                       rotation_deg=1.0, deformation_px=1.0, noise=10.0, seed=0):
+    """The earlier scan, simulated from the current one (2D, [ny, nx], or 3D [nz, ny, nx]).
+
+    centre_px, radius_px: lesion centre ((z,) y, x) and radius in pixels. Inside the lesion the image
+    is sampled further out (factor 1 + contraction at the centre, fading with a Gaussian profile),
+    so the lesion appears smaller: in the current scan it has grown. Returns (prior, roi)."""
+    rng = np.random.default_rng(seed)
+    image = np.asarray(image, dtype=np.float64)
+    nd = image.ndim
+    coords = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in image.shape], indexing="ij"))
+    c = np.asarray(centre_px, dtype=np.float64).reshape((nd,) + (1,) * nd)
+    d = coords - c
+    r = np.sqrt((d ** 2).sum(0))
+    scale = 1.0 + contraction * np.exp(-(r / (1.2 * radius_px)) ** 2)
+    src = c + d * scale
+    # Rigid motion in the axial plane (last two axes) about the image centre.
+    centre_img = (np.asarray(image.shape[-2:], dtype=np.float64) - 1) / 2
+    t = np.deg2rad(rotation_deg)
+    y, x = src[-2] - centre_img[0], src[-1] - centre_img[1]
+    src[-2] = np.cos(t) * y - np.sin(t) * x + centre_img[0] + shift_px[0]
+    src[-1] = np.sin(t) * y + np.cos(t) * x + centre_img[1] + shift_px[1]
+    for axis in range(nd - 2, nd):
+        src[axis] += _smooth_field(image.shape, 12.0, deformation_px, rng)
+    prior = ndi.map_coordinates(image, src, order=3, mode="nearest")
+    prior += noise * rng.standard_normal(image.shape)
+    roi = r <= 1.5 * radius_px
+    return prior.astype(np.float32), roi
+
+
+def _require_data():
+    d = data_dir()
+    if d is None:
+        raise InputError("data", "the shared real scans (../shared/data) were not found.",
+                         "Set INRRECON_DATA to the folder that holds ct_thorax/ and mr_brain/.")
+    return d
+
+
+def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, seed=0) -> Case:
+    """Thorax slice through the nodule; truth on a `size`² grid, data simulated from the 512² slice."""
+    from .io.volume import MU_WATER_PER_MM, hu_to_mu
+    from .simulate import simulate_ct
+
+    d = _require_data()
+    fine_hu, fine_grid = _read(d / CT_FULLRES)
+    factor = 512 // size
+    cur_fine = fine_hu[NODULE_SLICE_FULLRES]
+    prior_fine = fine_hu[NODULE_SLICE_FULLRES + PRIOR_SLICE_OFFSET]
+    spacing_fine = fine_grid.spacing[0]
+    cx, cy = NODULE_CENTRE_FULLRES_XY
+    prior_fine, roi_fine = longitudinal_prior(prior_fine, (cy, cx), NODULE_RADIUS_MM / spacing_fine, seed=seed)
+    _, roi_fine = longitudinal_prior(cur_fine, (cy, cx), NODULE_RADIUS_MM / spacing_fine, seed=seed, noise=0)
+    fine = ImageGrid.centred((1, 512, 512), (spacing_fine, spacing_fine, 2.0))
+    grid = ImageGrid.centred((1, size, size), (spacing_fine * factor, spacing_fine * factor, 2.0))
+    mu_fine = np.clip(hu_to_mu(cur_fine, MU_WATER_PER_MM), 0, None)[None].astype(np.float32)
+    arc = 180.0 if geometry == "parallel" else 360.0
+    meas = simulate_ct(mu_fine, fine, geometry=geometry, n_views=views, arc_deg=arc,
+                       source_to_isocenter_mm=500.0, isocenter_to_detector_mm=500.0,
+                       photons=1e5 if noisy else None, seed=seed, upsample=1, recon_grid=grid)
+    truth = _mean_pool(mu_fine, factor).astype(np.float32)
+    prior = np.clip(hu_to_mu(_mean_pool(prior_fine[None], factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
+    roi = _mean_pool(roi_fine[None].astype(np.float32), factor) > 0.5
+    name = f"ct2d_longitudinal_{geometry}_v{views}_{'noisy' if noisy else 'clean'}"
+    if size != 256:
+        name += f"_{size}"
+    return Case(name, meas, truth, prior, roi, {"mu_water_per_mm": MU_WATER_PER_MM})
+
+
+def ct3d_case(views=20, noisy=False, *, shape=(64, 128, 128), seed=0) -> Case:
+    """Cone-beam crop around the nodule from the 256²×141 volume (1.953 mm, 2 mm slices)."""
+    from .io.volume import MU_WATER_PER_MM, hu_to_mu
+    from .simulate import simulate_ct
+
+    d = _require_data()
+    vol_hu, vgrid = _read(d / CT_VOLUME)
+    nz, ny, nx = shape
+    cz, cy, cx = 55 + NODULE_SLICE_FULLRES, NODULE_CENTRE_FULLRES_XY[1] / 2, NODULE_CENTRE_FULLRES_XY[0] / 2
+    # Crop centred on the body in-plane (the nodule sits off centre, as in a real scan).
+    z0 = int(np.clip(cz - nz // 2, 0, vol_hu.shape[0] - nz))
+    y0 = int(np.clip(128 - ny // 2 + 10, 0, vol_hu.shape[1] - ny))
+    x0 = int(np.clip(cx - nx // 2 + 20, 0, vol_hu.shape[2] - nx))
+    crop = vol_hu[z0:z0 + nz, y0:y0 + ny, x0:x0 + nx]
+    centre = (cz - z0, cy - y0, cx - x0)
+    spacing = vgrid.spacing
+    radius_px = NODULE_RADIUS_MM / spacing[0]
+    prior_hu, roi = longitudinal_prior(crop, centre, radius_px, seed=seed)
+    grid = ImageGrid.centred(shape, spacing)
+    mu = np.clip(hu_to_mu(crop, MU_WATER_PER_MM), 0, None).astype(np.float32)
+    meas = simulate_ct(mu, grid, geometry="cone", n_views=views, arc_deg=360.0, source_to_isocenter_mm=500.0,
+                       isocenter_to_detector_mm=500.0, photons=1e5 if noisy else None, seed=seed, upsample=2)
+    prior = np.clip(hu_to_mu(prior_hu, MU_WATER_PER_MM), 0, None).astype(np.float32)
+    name = f"ct3d_longitudinal_cone_v{views}_{'noisy' if noisy else 'clean'}"
+    return Case(name, meas, mu, prior, roi, {"mu_water_per_mm": MU_WATER_PER_MM})
+
+
+def mr2d_case(spokes=40, coils=1, *, size=256, noise=0.01, seed=0) -> Case:
+    """Brain slice through the enhancing tumour; golden-angle radial, birdcage coils."""
+    from .simulate import simulate_mr
+
+    d = _require_data()
+    img, g = _read(d / MR_IMAGE)
+    lab, _ = _read(d / MR_LABEL)
+    k = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
+    sl = img[k].astype(np.float64)
+    sl = sl / np.percentile(sl, 99.8)
+    sl = np.clip(sl, 0, 1)
+    yy, xx = np.nonzero(lab[k] > 0)
+    centre = (yy.mean(), xx.mean())
+    radius_px = np.sqrt(len(yy) / np.pi)
+    prior, _ = longitudinal_prior(sl, centre, radius_px, noise=0.01, seed=seed)
+    roi = ndi.binary_dilation(lab[k] > 0, iterations=3)
+    if size != sl.shape[0]:
+        f = sl.shape[0] // size
+        sl, prior, roi = _mean_pool(sl, f), _mean_pool(prior, f), _mean_pool(roi.astype(float), f) > 0.5
+    grid = ImageGrid.centred((1,) + sl.shape, (g.spacing[0] * 256 / sl.shape[0],) * 2 + (g.spacing[2],))
+    meas = simulate_mr(sl[None].astype(np.float32), grid, trajectory="radial", n_spokes=spokes, n_coils=coils,
+                       noise_std=noise, seed=seed)
+    truth = sl[None].astype(np.float32)
+    name = f"mri2d_longitudinal_s{spokes}_c{coils}" + ("" if size == 256 else f"_{size}")
+    return Case(name, meas, truth, np.clip(prior, 0, None)[None].astype(np.float32), roi[None], {})
+
+
+CASE_GROUPS = {
+    "ct2d": [("ct2d", dict(geometry=g, views=v, noisy=n)) for g in ("parallel", "fan") for v in (20, 60)
+             for n in (False, True)],
+    "ct2d-v20": [("ct2d", dict(geometry=g, views=20, noisy=n)) for g in ("parallel", "fan") for n in (False, True)],
+    "ct3d": [("ct3d", dict(views=20, noisy=False))],
+    "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
+    "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],
+}
+BUILDERS = {"ct2d": ct2d_case, "ct3d": ct3d_case, "mr2d": mr2d_case}
+
+
+def build_cases(spec: str):
+    """Cases for a comma list of group names (see CASE_GROUPS)."""
+    out = []
+    for group in [s.strip() for s in spec.split(",") if s.strip()]:
+        if group not in CASE_GROUPS:
+            raise InputError("--cases", f"unknown case group {group!r}.", f"Use one of {', '.join(CASE_GROUPS)}.")
+        for kind, kw in CASE_GROUPS[group]:
+            out.append((kind, kw))
+    return out

@@ -1,0 +1,225 @@
+"""The `inrrecon` command: simulate, reconstruct, info, demo, bench.
+
+`reconstruct` runs the worker's `run_job` in this process, so the terminal progress bar reads the
+same event stream the Slicer module reads from the background worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from .errors import DeviceError, InputError
+
+
+def _add_simulate(sub):
+    p = sub.add_parser("simulate", help="simulate sparse measurements from an image (any SimpleITK format)")
+    p.add_argument("image", help="input image; CT in HU (or μ with --units mu), MR magnitude")
+    p.add_argument("--out", required=True, help="measurement file to write (.h5)")
+    p.add_argument("--modality", choices=["CT", "MR"], default="CT")
+    p.add_argument("--slice", type=int, default=None, help="use one axial slice (index k) for a 2D case")
+    p.add_argument("--units", choices=["hu", "mu"], default="hu", help="CT input units (default HU)")
+    p.add_argument("--mu-water", type=float, default=None, help="μ of water in 1/mm for HU conversion")
+    g = p.add_argument_group("CT")
+    g.add_argument("--geometry", choices=["parallel", "fan", "cone"], default="parallel")
+    g.add_argument("--views", type=int, default=20)
+    g.add_argument("--arc", type=float, default=None, help="degrees (default 180 parallel, 360 fan/cone)")
+    g.add_argument("--sid", type=float, default=500.0, help="source to isocentre, mm")
+    g.add_argument("--idd", type=float, default=500.0, help="isocentre to detector, mm")
+    g.add_argument("--det-cols", type=int, default=None)
+    g.add_argument("--det-spacing", type=float, default=None, help="detector column spacing, mm")
+    g.add_argument("--det-rows", type=int, default=None, help="cone beam detector rows")
+    g.add_argument("--photons", type=float, default=None, help="incident photons per detector pixel (Poisson)")
+    g = p.add_argument_group("MR")
+    g.add_argument("--trajectory", choices=["radial", "cartesian"], default="radial")
+    g.add_argument("--spokes", type=int, default=40, help="golden-angle radial spokes")
+    g.add_argument("--acceleration", type=float, default=4.0, help="Cartesian acceleration")
+    g.add_argument("--acs", type=int, default=16, help="Cartesian fully sampled centre lines")
+    g.add_argument("--coils", type=int, default=1)
+    g.add_argument("--noise", type=float, default=0.0, help="complex Gaussian noise std relative to k-space RMS")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_reconstruct(sub):
+    from .methods.registry import METHODS
+
+    p = sub.add_parser("reconstruct", help="reconstruct an image from a measurement file")
+    p.add_argument("measurement")
+    p.add_argument("--method", required=True, choices=list(METHODS))
+    p.add_argument("--prior", default=None, help="earlier scan of the patient (NeRP)")
+    p.add_argument("--config", default=None, help="preset name (nerp-ct, hash-ct, ...) or JSON/YAML file")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--reference", default=None, help="ground-truth image: report PSNR/SSIM against it")
+    p.add_argument("--out", required=True, help="output image (.nrrd, .nii.gz, .mha, ...)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="inrrecon", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_simulate(sub)
+    _add_reconstruct(sub)
+    p = sub.add_parser("info", help="summarise a measurement file")
+    p.add_argument("measurement")
+    p = sub.add_parser("demo", help="simulate sparse CT from the bundled thorax scan and reconstruct it")
+    p.add_argument("--out", default="demo-output", help="folder for images and the report")
+    p.add_argument("--iterations", type=int, default=None, help="INR fitting iterations (default: preset)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = sub.add_parser("bench", help="benchmark every method on the shared cases; prints a table, writes JSON")
+    p.add_argument("--cases", default="ct2d", help="comma list of case groups or case names (see --list)")
+    p.add_argument("--methods", default=None, help="comma list of methods (default: all for the modality)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--iterations", type=int, default=None, help="override INR iterations")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--out", default="bench-output")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "info":
+            from .io.measurement import describe_measurement, read_measurement
+
+            print(describe_measurement(read_measurement(args.measurement)))
+            return 0
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "reconstruct":
+            return _reconstruct(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(Path(args.out), iterations=args.iterations, device=args.device)
+            return 0
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return run_bench(args)
+    except (InputError, DeviceError) as error:
+        print(f"inrrecon: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"inrrecon: file not found: {error.filename}. Check the path.", file=sys.stderr)
+        return 2
+    return 1
+
+
+class _ProgressBar:
+    """Draws worker events on the terminal: one updating line on a TTY, sparse lines otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_stage = None
+        self.last_fraction = -1.0
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "started":
+            self._line(f"device {event.get('device')}" + (f" ({event['note']})" if event.get("note") else ""))
+        elif kind == "progress":
+            total = max(int(event.get("total") or 1), 1)
+            it = int(event.get("iteration") or 0)
+            frac = it / total
+            stage = event.get("stage", "")
+            if not self.tty and stage == self.last_stage and frac - self.last_fraction < 0.1 and it != total:
+                return
+            self.last_stage, self.last_fraction = stage, frac
+            bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+            loss = f" loss {event['loss']:.4g}" if event.get("loss") is not None else ""
+            eta = f" ETA {event['eta']:.0f}s" if event.get("eta") is not None else ""
+            text = f"{stage:>16} [{bar}] {it}/{total}{loss}{eta}"
+            if self.tty:
+                self.stream.write("\r" + text)
+                self.stream.flush()
+            else:
+                self._line(text)
+        elif kind == "result":
+            if self.tty:
+                self.stream.write("\n")
+            note = " (cancelled: best result so far)" if event.get("cancelled") else ""
+            self._line(f"wrote {event.get('output')}{note}")
+            metrics = event.get("metrics") or {}
+            if metrics:
+                self._line("  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        elif kind == "error":
+            if self.tty:
+                self.stream.write("\n")
+
+    def _line(self, text):
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _simulate(args) -> int:
+    import numpy as np
+
+    from .io.measurement import describe_measurement, write_measurement
+    from .io.volume import MU_WATER_PER_MM, hu_to_mu, read_volume
+    from .physics.grid import ImageGrid
+    from .simulate import simulate_ct, simulate_mr
+
+    image, grid = read_volume(args.image)
+    if args.slice is not None:
+        if not 0 <= args.slice < image.shape[0]:
+            raise InputError("--slice", f"index {args.slice} is outside the image's {image.shape[0]} slices.",
+                             f"Use 0..{image.shape[0] - 1}.")
+        origin = np.asarray(grid.origin) + args.slice * grid.spacing[2] * np.asarray(grid.direction).reshape(3, 3)[:, 2]
+        grid = ImageGrid((grid.size[0], grid.size[1], 1), grid.spacing, tuple(origin), grid.direction)
+        image = image[args.slice:args.slice + 1]
+    if args.modality == "CT":
+        mu_water = args.mu_water or MU_WATER_PER_MM
+        mu = image if args.units == "mu" else np.clip(hu_to_mu(image, mu_water), 0, None)
+        arc = args.arc if args.arc is not None else (180.0 if args.geometry == "parallel" else 360.0)
+        meas = simulate_ct(mu.astype(np.float32), grid, geometry=args.geometry, n_views=args.views, arc_deg=arc,
+                           source_to_isocenter_mm=args.sid, isocenter_to_detector_mm=args.idd, n_cols=args.det_cols,
+                           col_spacing_mm=args.det_spacing, n_rows=args.det_rows, photons=args.photons,
+                           seed=args.seed)
+        meas.attrs["mu_water_per_mm"] = mu_water
+    else:
+        mag = np.abs(image).astype(np.float64)
+        mag = mag / max(np.percentile(mag, 99.8), 1e-12)
+        meas = simulate_mr(np.clip(mag, 0, 1).astype(np.float32), grid, trajectory=args.trajectory,
+                           n_spokes=args.spokes, acceleration=args.acceleration, acs_lines=args.acs,
+                           n_coils=args.coils, noise_std=args.noise, seed=args.seed)
+    meas.attrs.setdefault("description", f"simulated from {Path(args.image).name}")
+    write_measurement(meas, args.out)
+    print(describe_measurement(meas))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _reconstruct(args) -> int:
+    from .worker.run import run_job
+
+    job = {"measurement": str(Path(args.measurement).resolve()),
+           "prior": str(Path(args.prior).resolve()) if args.prior else None,
+           "method": args.method, "config": args.config, "iterations": args.iterations,
+           "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0}
+    if args.reference:
+        job["reference"] = str(Path(args.reference).resolve())
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\ninrrecon: stopping at the next iteration and keeping the result so far "
+              "(Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = _ProgressBar()
+    try:
+        with tempfile.TemporaryDirectory(prefix="inrrecon-") as job_dir:
+            final = run_job(job, Path(job_dir), bar, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if final.get("event") == "error":
+        print(f"inrrecon: {final.get('message')}", file=sys.stderr)
+        return 2 if final.get("kind") in ("bad-input", "no-gpu", "out-of-memory") else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

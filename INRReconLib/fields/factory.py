@@ -1,0 +1,112 @@
+"""Build a field (coordinates -> intensity) from a plain JSON config, tiny-cuda-nn style.
+
+    {"encoding": {"otype": "Fourier", "n_features": 256, "sigma": 4.0, "seed": 0},
+     "network":  {"otype": "Siren", "n_neurons": 256, "n_hidden_layers": 8, "seed": 0},
+     "backend": "auto"}
+
+encoding otypes: "Fourier", "HashGrid", "Identity"; network otypes: "Siren", "ReLU".
+backend "auto" uses tiny-cuda-nn for HashGrid when it is importable and the device is CUDA,
+"torch" always uses the PyTorch implementation (the reference).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .fourier import FourierEncoding, IdentityEncoding
+from .hashgrid import HashGridEncoding, TcnnHashGridEncoding
+from .mlp import ReluMLP
+from .siren import Siren
+
+ENCODINGS = {"Fourier": FourierEncoding, "HashGrid": HashGridEncoding, "Identity": IdentityEncoding}
+NETWORKS = {"Siren": Siren, "ReLU": ReluMLP}
+
+
+def tcnn_available() -> bool:
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:  # ImportError, or a binding built for another CUDA
+        return False
+    return True
+
+
+class Field(nn.Module):
+    """coords [N, n_dims] in [-1, 1] -> values [N, n_out] (1 real channel for CT, 2 = re, im for MR)."""
+
+    def __init__(self, encoding: nn.Module, network: nn.Module, config: dict):
+        super().__init__()
+        self.encoding = encoding
+        self.network = network
+        self.config = config
+        self.n_dims = encoding.n_dims
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.network(self.encoding(coords))
+
+
+def _check_keys(section: str, given: dict, allowed: set):
+    for key in given:
+        if key not in allowed:
+            raise InputError(f"field.{section}.{key}", f"unknown key for otype {given.get('otype')!r}.",
+                             f"Use only: {', '.join(sorted(allowed))}.")
+
+
+def resolve_field_config(config: dict, grid_shape_zyx) -> dict:
+    """A copy of `config` with grid-dependent values made explicit, so the saved config
+    reproduces the run: HashGrid `per_level_scale: "auto"` becomes the scale whose finest level
+    has one vertex per voxel of the largest grid axis."""
+    cfg = copy.deepcopy(config)
+    enc = cfg.get("encoding", {})
+    if enc.get("otype") == "HashGrid" and enc.get("per_level_scale", "auto") == "auto":
+        finest = max(int(n) for n in grid_shape_zyx)
+        base = int(enc.get("base_resolution", 16))
+        levels = int(enc.get("n_levels", 16))
+        scale = 1.0 if levels < 2 or finest <= base else math.exp(math.log(finest / base) / (levels - 1))
+        enc["per_level_scale"] = round(scale, 6)
+    return cfg
+
+
+def build_field(config: dict, n_dims: int, n_out: int, device="cpu") -> Field:
+    """The field a config describes, on `device`. Unknown otypes or keys raise InputError."""
+    device = torch.device(device)
+    enc_cfg = dict(config.get("encoding", {}))
+    net_cfg = dict(config.get("network", {}))
+    backend = config.get("backend", "auto")
+    for key in config:
+        if key not in ("encoding", "network", "backend"):
+            raise InputError(f"field.{key}", "unknown key.", "A field has 'encoding', 'network' and 'backend'.")
+    if backend not in ("auto", "torch", "tcnn"):
+        raise InputError("field.backend", f"must be 'auto', 'torch' or 'tcnn', got {backend!r}.")
+    enc_type = enc_cfg.get("otype", "Fourier")
+    net_type = net_cfg.get("otype", "Siren")
+    if enc_type not in ENCODINGS:
+        raise InputError("field.encoding.otype", f"unknown encoding {enc_type!r}.", f"Use one of {list(ENCODINGS)}.")
+    if net_type not in NETWORKS:
+        raise InputError("field.network.otype", f"unknown network {net_type!r}.", f"Use one of {list(NETWORKS)}.")
+    enc_cls, net_cls = ENCODINGS[enc_type], NETWORKS[net_type]
+    _check_keys("encoding", enc_cfg, enc_cls.KEYS)
+    _check_keys("network", net_cfg, net_cls.KEYS)
+    enc_args = {k: v for k, v in enc_cfg.items() if k != "otype"}
+    if enc_args.get("per_level_scale") == "auto":
+        raise InputError("field.encoding.per_level_scale", "is 'auto' here.",
+                         "Call resolve_field_config(config, grid_shape) first.")
+    use_tcnn = enc_type == "HashGrid" and device.type == "cuda" and (
+        backend == "tcnn" or (backend == "auto" and tcnn_available()))
+    if backend == "tcnn" and not use_tcnn:
+        raise InputError("field.backend", "'tcnn' needs a HashGrid encoding, CUDA and tinycudann installed.",
+                         "Use backend 'auto' or 'torch'.")
+    if use_tcnn:
+        encoding = TcnnHashGridEncoding(n_dims, enc_args)
+    else:
+        encoding = enc_cls(n_dims, **enc_args)
+    for k in ("activation", "output_activation"):
+        if net_cfg.get(k, "ReLU" if k == "activation" else "None") not in ("ReLU", "None"):
+            raise InputError(f"field.network.{k}", "only 'ReLU' hidden and 'None' output activations exist.")
+    net_args = {k: v for k, v in net_cfg.items() if k not in ("otype", "activation", "output_activation")}
+    network = net_cls(encoding.n_output_dims, n_out, **net_args)
+    return Field(encoding, network, copy.deepcopy(dict(config))).to(device)

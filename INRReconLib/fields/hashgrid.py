@@ -1,0 +1,133 @@
+"""Multiresolution hash-grid encoding (Müller et al. 2022, Instant-NGP), pure PyTorch, fp32.
+
+Same config keys and the same parameter layout as tiny-cuda-nn's "HashGrid" encoding, so a
+table trained here loads there and the two agree numerically (Testing/Python/test_fields.py):
+- level l has scale s_l = base_resolution * per_level_scale**l - 1 and ceil(s_l) + 1 vertices
+  per axis (base_resolution counts vertices, as in tcnn);
+- a point x in [0, 1]^d sits at p = s_l * x + 0.5 (the 0.5 staggers the levels);
+- a level whose vertices fit into the table is indexed densely (x + y*R + z*R^2), a finer one
+  through the spatial hash XOR_i(p_i * prime_i) (primes 1, 2654435761, 805459861), both mod the
+  level's table size; the level sizes are rounded up to multiples of 8 as in tcnn;
+- parameters are one flat vector, level after level, n_features_per_level per entry; the output
+  is level-major [l0 f0, l0 f1, l1 f0, ...].
+Runs on CPU and GPU; memory grows with N * 2^d per level, so callers chunk large 3D batches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+_PRIMES = (1, 2654435761, 805459861, 3674653429)
+_MASK32 = 0xFFFFFFFF
+
+
+def level_layout(n_dims: int, n_levels: int, log2_hashmap_size: int, base_resolution: int,
+                 per_level_scale: float):
+    """Per level: (scale, resolution, table size, offset, dense?) as tiny-cuda-nn computes them."""
+    out = []
+    offset = 0
+    log2_scale = math.log2(per_level_scale)
+    max_params = (1 << 32) // 2 - 1
+    for level in range(n_levels):
+        scale = float(torch.tensor(2.0 ** (level * log2_scale) * base_resolution - 1.0, dtype=torch.float32))
+        resolution = int(math.ceil(scale)) + 1
+        dense_size = resolution ** n_dims
+        size = min(dense_size, max_params)
+        size = (size + 7) // 8 * 8
+        size = min(size, 1 << log2_hashmap_size)
+        out.append((scale, resolution, size, offset, dense_size <= size))
+        offset += size
+    return out
+
+
+class HashGridEncoding(nn.Module):
+    """x: [N, n_dims] in [-1, 1] (normalised grid frame) -> [N, n_levels * n_features_per_level].
+
+    Table entries start uniform in [-1e-4, 1e-4] (tcnn's choice): the field starts near zero and
+    the MLP, not the table, sets the initial scale."""
+
+    KEYS = {"otype", "n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution",
+            "per_level_scale", "seed"}
+
+    def __init__(self, n_dims: int, n_levels: int = 16, n_features_per_level: int = 2,
+                 log2_hashmap_size: int = 19, base_resolution: int = 16, per_level_scale: float = 1.5,
+                 seed: int = 0):
+        super().__init__()
+        if n_dims not in (2, 3, 4):
+            raise InputError("field.encoding", f"HashGrid works in 2 to 4 dimensions, got {n_dims}.")
+        if not (1 <= n_levels <= 32 and 1 <= n_features_per_level <= 8 and 8 <= log2_hashmap_size <= 28
+                and base_resolution >= 2 and per_level_scale >= 1.0):
+            raise InputError("field.encoding",
+                             "HashGrid settings out of range (n_levels 1-32, n_features_per_level 1-8, "
+                             "log2_hashmap_size 8-28, base_resolution >= 2, per_level_scale >= 1).")
+        self.n_dims = n_dims
+        self.n_levels = int(n_levels)
+        self.n_features = int(n_features_per_level)
+        self.layout = level_layout(n_dims, self.n_levels, int(log2_hashmap_size), int(base_resolution),
+                                   float(per_level_scale))
+        n_entries = self.layout[-1][3] + self.layout[-1][2]
+        gen = torch.Generator().manual_seed(int(seed))
+        self.params = nn.Parameter((torch.rand(n_entries * self.n_features, generator=gen) * 2 - 1) * 1e-4)
+        corners = torch.tensor([[(c >> d) & 1 for d in range(n_dims)] for c in range(2 ** n_dims)])
+        self.register_buffer("corners", corners, persistent=False)
+        self.register_buffer("primes", torch.tensor(_PRIMES[:n_dims], dtype=torch.int64), persistent=False)
+        self.n_output_dims = self.n_levels * self.n_features
+
+    def _index(self, vertex: torch.Tensor, resolution: int, size: int, dense: bool) -> torch.Tensor:
+        """vertex: int64 [..., d] -> table row within the level, as tcnn's grid_index."""
+        if dense:
+            index = torch.zeros(vertex.shape[:-1], dtype=torch.int64, device=vertex.device)
+            stride = 1
+            for d in range(self.n_dims):
+                index = index + vertex[..., d] * stride
+                stride *= resolution
+        else:
+            index = torch.zeros(vertex.shape[:-1], dtype=torch.int64, device=vertex.device)
+            for d in range(self.n_dims):
+                index = index ^ ((vertex[..., d] * self.primes[d]) & _MASK32)
+        return index % size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x01 = ((x.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        table = self.params.view(-1, self.n_features)
+        outs = []
+        for scale, resolution, size, offset, dense in self.layout:
+            pos = x01 * scale + 0.5
+            base = torch.floor(pos)
+            frac = pos - base
+            vertex = base.long()[:, None, :] + self.corners[None]          # [N, 2^d, d]
+            # Linear interpolation weights: frac for the upper vertex, 1 - frac for the lower.
+            w = torch.where(self.corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
+            rows = self._index(vertex, resolution, size, dense) + offset
+            feats = table[rows]                                            # [N, 2^d, F]
+            outs.append((w[..., None] * feats).sum(1))
+        return torch.cat(outs, dim=-1)
+
+
+class TcnnHashGridEncoding(nn.Module):
+    """The same encoding through tiny-cuda-nn (CUDA only), fp32 output.
+
+    tcnn takes inputs in [0, 1]; it may keep the table in fp16 when built with half precision:
+    gradients of tiny table entries then underflow, so we ask for fp32 where the binding allows."""
+
+    def __init__(self, n_dims: int, config: dict):
+        super().__init__()
+        import tinycudann as tcnn
+
+        enc = {"otype": "HashGrid"}
+        enc.update({k: config[k] for k in ("n_levels", "n_features_per_level", "log2_hashmap_size",
+                                           "base_resolution", "per_level_scale") if k in config})
+        try:
+            self.enc = tcnn.Encoding(n_dims, enc, dtype=torch.float32)
+        except TypeError:  # older bindings have no dtype argument
+            self.enc = tcnn.Encoding(n_dims, enc)
+        self.n_dims = n_dims
+        self.n_output_dims = self.enc.n_output_dims
+
+    def forward(self, x):
+        return self.enc(((x + 1.0) * 0.5).clamp(0.0, 1.0)).float()

@@ -1,0 +1,377 @@
+"""Differentiable CT projector: line integrals through an image on an `ImageGrid`.
+
+The torch backend is ray-driven: every detector pixel centre defines a ray (from the source for
+cone/fan beam, along the ray direction for parallel beam), the ray is clipped to the volume's
+bounding box and sampled at evenly spaced midpoints (about `step_voxels` voxels apart); the image
+is interpolated there (bilinear in 2D, trilinear in 3D, zero outside the voxel centres' hull, via
+`grid_sample`) and the samples are summed times the step length (mm). So the sinogram is in
+μ [1/mm] × mm. The adjoint is the exact transpose of that sampling (the input-gradient of
+`grid_sample`), so the dot-product test holds to float precision and gradients through
+`forward` are `adjoint`.
+
+Geometry is read from the per-view vectors (FORMAT.md), so detector offsets, half-fan scans and
+non-circular orbits need no special code. On a CUDA device with a CUDA-enabled astra-toolbox the
+astra backend (`ct_astra.py`) is used instead when `backend="auto"`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .ct_geometry import CTGeometry
+from .grid import ImageGrid
+
+# Sample coordinates of all views are cached when they fit in this many bytes; otherwise they are
+# recomputed per chunk of views (3D cone beam), which costs little next to the interpolation.
+CACHE_BYTES = 384 * 2**20
+# Chunks of views are sized so one chunk's sample coordinates stay below this.
+CHUNK_BYTES = 96 * 2**20
+
+
+class CTProjector:
+    """A = line-integral operator for `geometry` on `grid`.
+
+    forward(image):  image [nz, ny, nx] or [batch, nz, ny, nx] (μ, 1/mm)
+                     -> sinogram [n_views, n_rows, n_cols] (or with the batch dim), dimensionless.
+    adjoint(sino):   the exact transpose, sinogram -> image.
+    Both accept torch tensors (or NumPy arrays) and are autograd-aware: the gradient of forward
+    is adjoint and vice versa.
+
+    step_voxels: sample spacing along rays in units of the smallest voxel spacing (torch backend).
+    backend: "auto" (astra on CUDA when astra has CUDA, else torch), "torch" or "astra".
+    """
+
+    def __init__(self, geometry: CTGeometry, grid: ImageGrid, device="cpu", backend: str = "auto",
+                 step_voxels: float = 0.5):
+        if not isinstance(geometry, CTGeometry):
+            raise InputError("geometry", f"expected a CTGeometry, got {type(geometry).__name__}.")
+        if grid.is_2d and geometry.n_rows != 1:
+            raise InputError("/geometry", f"a 2D grid (nz = 1) needs a one-row detector, got {geometry.n_rows} rows.",
+                             "Use a 3D grid for a multi-row detector, or keep one row.")
+        if backend not in ("auto", "torch", "astra"):
+            raise InputError("backend", f"must be 'auto', 'torch' or 'astra', got {backend!r}.")
+        if not step_voxels > 0:
+            raise InputError("step_voxels", f"must be positive, got {step_voxels}.")
+        self.geometry = geometry
+        self.grid = grid
+        self.device = torch.device(device)
+        self.step_voxels = float(step_voxels)
+        self.requested_backend = backend
+        self.backend = self._choose_backend(backend)
+        self._astra = None
+        self._cache = {}  # (device, dtype) -> list of (view slice, coords, step) per chunk
+        self._norm = None
+        self._plan = self._plan_rays()
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def image_shape(self) -> tuple:
+        return self.grid.shape
+
+    @property
+    def sinogram_shape(self) -> tuple:
+        return self.geometry.sinogram_shape
+
+    def forward(self, image):
+        image = self._as_tensor(image)
+        self._check(image, self.image_shape, "image", "an image on the measurement grid")
+        if self.backend == "astra":
+            return self._astra_backend().forward(image)
+        return _Project.apply(image, self)
+
+    __call__ = forward
+
+    def adjoint(self, sino):
+        sino = self._as_tensor(sino)
+        self._check(sino, self.sinogram_shape, "sinogram", "a sinogram of this geometry")
+        if self.backend == "astra":
+            return self._astra_backend().adjoint(sino)
+        return _Backproject.apply(sino, self)
+
+    def subset(self, view_indices) -> "CTProjector":
+        """The projector for some views only (ordered subsets, mini-batches of views)."""
+        return CTProjector(self.geometry.subset(view_indices), self.grid, self.device, self.requested_backend,
+                           self.step_voxels)
+
+    def norm_estimate(self, n_iter: int = 20, seed: int = 0) -> float:
+        """Largest singular value of A by power iteration on AᵀA (cached after the first call)."""
+        if self._norm is not None:
+            return self._norm
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(self.image_shape, generator=gen).to(self.device)
+        x /= x.norm()
+        s = 0.0
+        with torch.no_grad():
+            for _ in range(n_iter):
+                y = self.adjoint(self.forward(x))
+                s = float(y.norm())
+                if s == 0:
+                    break
+                x = y / s
+        self._norm = math.sqrt(s)
+        return self._norm
+
+    def backproject_voxel_driven(self, sino, view_weights=None, fdk_weighting: bool = False):
+        """Σ_views w_i · sino_i(projection of each voxel centre), linear interpolation on the detector.
+
+        Not the transpose of `forward`: this is the backprojection step of FBP/FDK, smoother and
+        free of the ray-driven adjoint's sampling pattern. With `fdk_weighting` (cone beam) every
+        term is multiplied by (SID / depth)², depth = distance of the voxel from the source along
+        the detector normal, SID = that of the isocentre (grid centre).
+        sino: [n_views, n_rows, n_cols]; view_weights: [n_views] or None. Returns grid.shape.
+        """
+        sino = self._as_tensor(sino)
+        self._check(sino, self.sinogram_shape, "sinogram", "a sinogram of this geometry")
+        if sino.dim() != 3:
+            raise InputError("sinogram", "voxel-driven backprojection takes one sinogram, not a batch.")
+        dtype = sino.dtype if sino.is_floating_point() else torch.float32
+        sino = sino.to(dtype)
+        g = self.geometry
+        vec = torch.as_tensor(g.vectors, dtype=torch.float64, device=sino.device)
+        nz, ny, nx = self.grid.shape
+        xs, ys, zs = (torch.as_tensor(a, dtype=torch.float64, device=sino.device) for a in self.grid.voxel_centres())
+        zz, yy, xx = torch.meshgrid(zs, ys, xs, indexing="ij")
+        pts = torch.stack([xx.reshape(-1), yy.reshape(-1), zz.reshape(-1)], dim=1)  # [nvox, 3]
+        w = torch.ones(g.n_views, dtype=torch.float64, device=sino.device) if view_weights is None else \
+            torch.as_tensor(view_weights, dtype=torch.float64, device=sino.device)
+        out = torch.zeros(pts.shape[0], dtype=dtype, device=sino.device)
+        n_chunk = max(1, int(CHUNK_BYTES // (pts.shape[0] * 8 * 4)))
+        for v0 in range(0, g.n_views, n_chunk):
+            sl = slice(v0, min(v0 + n_chunk, g.n_views))
+            src_or_dir, centre, u, v = vec[sl, 0:3], vec[sl, 3:6], vec[sl, 6:9], vec[sl, 9:12]
+            n = torch.linalg.cross(u, v)
+            u_dual = torch.linalg.cross(v, n) / (u * torch.linalg.cross(v, n)).sum(1, keepdim=True)
+            v_dual = torch.linalg.cross(n, u) / (v * torch.linalg.cross(n, u)).sum(1, keepdim=True)
+            p = pts.unsqueeze(0)  # [1, nvox, 3]
+            weight = None
+            if g.type == "cone":
+                s = src_or_dir.unsqueeze(1)
+                ray = p - s  # [c, nvox, 3]
+                depth = (ray * n.unsqueeze(1)).sum(-1)
+                t = ((centre - src_or_dir) * n).sum(1, keepdim=True) / depth
+                hit = s + t.unsqueeze(-1) * ray
+                if fdk_weighting:
+                    nhat = n / n.norm(dim=1, keepdim=True)
+                    sid = (-(src_or_dir * nhat).sum(1, keepdim=True))
+                    weight = (sid / (ray * nhat.unsqueeze(1)).sum(-1)) ** 2
+            else:
+                d = src_or_dir.unsqueeze(1)
+                t = ((centre.unsqueeze(1) - p) * n.unsqueeze(1)).sum(-1) / (d * n.unsqueeze(1)).sum(-1)
+                hit = p + t.unsqueeze(-1) * d
+            rel = hit - centre.unsqueeze(1)
+            a = (rel * u_dual.unsqueeze(1)).sum(-1)  # column coordinate, 0 at the detector centre
+            b = (rel * v_dual.unsqueeze(1)).sum(-1)
+            # align_corners=False: normalised = 2 * (index + 0.5) / n - 1 = 2 * a / n here
+            coords = torch.stack([2 * a / g.n_cols, 2 * b / g.n_rows], dim=-1).to(dtype)
+            vals = F.grid_sample(sino[sl].unsqueeze(1), coords.unsqueeze(1), mode="bilinear",
+                                 padding_mode="zeros", align_corners=False)[:, 0, 0, :]  # [c, nvox]
+            if weight is not None:
+                vals = vals * weight.to(dtype)
+            out += (vals * w[sl].to(dtype).unsqueeze(1)).sum(0)
+        return out.reshape(nz, ny, nx)
+
+    # ----------------------------------------------------------------- internals
+    def _choose_backend(self, backend):
+        if backend == "torch":
+            return "torch"
+        cuda_ok = self.device.type == "cuda"
+        astra_ok = False
+        if cuda_ok:
+            try:
+                from .ct_astra import astra_cuda_available
+
+                astra_ok = astra_cuda_available()
+            except ImportError:
+                astra_ok = False
+        if backend == "astra":
+            if not (cuda_ok and astra_ok):
+                raise InputError("backend", "the astra backend needs a CUDA device and astra-toolbox with CUDA.",
+                                 "Use backend='torch' or 'auto'.")
+            return "astra"
+        return "astra" if (cuda_ok and astra_ok) else "torch"
+
+    def _astra_backend(self):
+        if self._astra is None:
+            from .ct_astra import AstraCTBackend
+
+            self._astra = AstraCTBackend(self.geometry, self.grid)
+        return self._astra
+
+    def _as_tensor(self, x):
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+        return x
+
+    @staticmethod
+    def _check(x, shape, name, what):
+        shape = tuple(shape)
+        if tuple(x.shape[-3:]) != shape or x.dim() not in (3, 4):
+            raise InputError(name, f"has shape {list(x.shape)}, expected {list(shape)} (or with a leading batch "
+                             f"dimension) for {what}.",
+                             "Check that the image grid and the geometry belong to the same measurement.")
+
+    def _plan_rays(self):
+        """Number of samples per ray and how views are chunked."""
+        g, grid = self.geometry, self.grid
+        half = np.asarray(grid.extent_mm) / 2.0
+        dims = 2 if grid.is_2d else 3
+        chord = float(np.linalg.norm(half[:dims]) * 2.0)
+        step = self.step_voxels * min(grid.spacing[:dims])
+        n_samples = max(2, int(math.ceil(chord / step)))
+        per_view = g.n_rows * g.n_cols * n_samples * dims * 4
+        n_chunk = max(1, int(CHUNK_BYTES // per_view))
+        cache = per_view * g.n_views <= CACHE_BYTES
+        return {"half": half, "dims": dims, "n_samples": n_samples, "n_chunk": n_chunk, "cache": cache}
+
+    def _chunks(self, device, dtype):
+        """Yield (view slice, normalised sample coords, step length [mm] per ray) per chunk of views."""
+        key = (str(device), dtype)
+        if key in self._cache:
+            yield from self._cache[key]
+            return
+        built = []
+        for v0 in range(0, self.geometry.n_views, self._plan["n_chunk"]):
+            sl = slice(v0, min(v0 + self._plan["n_chunk"], self.geometry.n_views))
+            item = (sl,) + self._ray_samples(sl, device, dtype)
+            if self._plan["cache"]:
+                built.append(item)
+            yield item
+        if self._plan["cache"]:
+            self._cache[key] = built
+
+    def _ray_samples(self, sl, device, dtype):
+        """Sample coordinates for views `sl`: grid_sample grids and per-ray step lengths (mm)."""
+        g, plan = self.geometry, self._plan
+        vec = torch.as_tensor(g.vectors[sl], dtype=torch.float64, device=device)
+        c = vec.shape[0]
+        cols = torch.arange(g.n_cols, dtype=torch.float64, device=device) - g.n_cols / 2 + 0.5
+        rows = torch.arange(g.n_rows, dtype=torch.float64, device=device) - g.n_rows / 2 + 0.5
+        centre, u, v = vec[:, 3:6], vec[:, 6:9], vec[:, 9:12]
+        pix = (centre[:, None, None, :] + cols[None, None, :, None] * u[:, None, None, :]
+               + rows[None, :, None, None] * v[:, None, None, :])  # [c, R, C, 3]
+        if g.type == "cone":
+            origin = vec[:, None, None, 0:3].expand_as(pix)
+            delta = pix - origin
+            length = delta.norm(dim=-1, keepdim=True)
+            direction = delta / length
+            t_lo, t_hi = torch.zeros_like(length[..., 0]), length[..., 0]
+        else:
+            direction = (vec[:, None, None, 0:3]).expand_as(pix)
+            origin = pix
+            t_lo = torch.full(pix.shape[:-1], -math.inf, dtype=torch.float64, device=device)
+            t_hi = torch.full(pix.shape[:-1], math.inf, dtype=torch.float64, device=device)
+        # Slab clipping against the box spanned by the voxel edges.
+        dims = plan["dims"]
+        for k in range(dims):
+            h = float(plan["half"][k])
+            o, d = origin[..., k], direction[..., k]
+            safe = d.abs() > 1e-12
+            inv = 1.0 / torch.where(safe, d, torch.ones_like(d))
+            ta, tb = (-h - o) * inv, (h - o) * inv
+            lo = torch.where(safe, torch.minimum(ta, tb), torch.where(o.abs() <= h, -math.inf, math.inf))
+            hi = torch.where(safe, torch.maximum(ta, tb), torch.where(o.abs() <= h, math.inf, -math.inf))
+            t_lo, t_hi = torch.maximum(t_lo, lo), torch.minimum(t_hi, hi)
+        seg = (t_hi - t_lo).clamp(min=0)
+        seg = torch.where(torch.isfinite(seg), seg, torch.zeros_like(seg))
+        t_lo = torch.where(torch.isfinite(t_lo), t_lo, torch.zeros_like(t_lo))
+        n = plan["n_samples"]
+        step = seg / n  # [c, R, C] mm
+        frac = (torch.arange(n, dtype=torch.float64, device=device) + 0.5)
+        t = t_lo[..., None] + frac * step[..., None]  # [c, R, C, n]
+        half = torch.as_tensor(plan["half"][:dims], dtype=torch.float64, device=device)
+        pts = origin[..., None, :dims] + t[..., None] * direction[..., None, :dims]  # [c, R, C, n, dims]
+        coords = (pts / half).to(dtype)
+        if dims == 2:
+            coords = coords.reshape(1, c * g.n_rows * g.n_cols, n, 2)
+        else:
+            coords = coords.reshape(1, c * g.n_rows, g.n_cols, n, 3)
+        return coords, step.to(dtype)
+
+    def _volume(self, image):
+        """[B, nz, ny, nx] -> grid_sample input with the batch as channels."""
+        if self._plan["dims"] == 2:
+            return image[:, 0].unsqueeze(0)  # [1, B, ny, nx]
+        return image.unsqueeze(0)  # [1, B, nz, ny, nx]
+
+    def _forward_raw(self, image):
+        batched = image.dim() == 4
+        img = image if batched else image.unsqueeze(0)
+        if not img.is_floating_point():
+            img = img.float()
+        vol = self._volume(img.contiguous())
+        B = img.shape[0]
+        g = self.geometry
+        out = torch.empty((B,) + g.sinogram_shape, dtype=img.dtype, device=img.device)
+        for sl, coords, step in self._chunks(img.device, img.dtype):
+            vals = F.grid_sample(vol, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
+            c = step.shape[0]
+            line = vals.sum(-1).reshape(B, c, g.n_rows, g.n_cols) * step
+            out[:, sl] = line
+        return out if batched else out[0]
+
+    def _adjoint_raw(self, sino):
+        batched = sino.dim() == 4
+        s = sino if batched else sino.unsqueeze(0)
+        if not s.is_floating_point():
+            s = s.float()
+        B = s.shape[0]
+        nz, ny, nx = self.grid.shape
+        g = self.geometry
+        dims = self._plan["dims"]
+        shape = (1, B, ny, nx) if dims == 2 else (1, B, nz, ny, nx)
+        template = torch.zeros(shape, dtype=s.dtype, device=s.device)
+        acc = torch.zeros(shape, dtype=s.dtype, device=s.device)
+        n = self._plan["n_samples"]
+        for sl, coords, step in self._chunks(s.device, s.dtype):
+            c = step.shape[0]
+            weighted = (s[:, sl] * step)  # [B, c, R, C]
+            if dims == 2:
+                grad_out = weighted.reshape(1, B, c * g.n_rows * g.n_cols, 1).expand(-1, -1, -1, n)
+            else:
+                grad_out = weighted.reshape(1, B, c * g.n_rows, g.n_cols, 1).expand(-1, -1, -1, -1, n)
+            acc += _grid_sample_input_grad(grad_out.contiguous(), template, coords)
+        img = acc[0].unsqueeze(1) if dims == 2 else acc[0]
+        return img if batched else img[0]
+
+
+def _grid_sample_input_grad(grad_out, template, coords):
+    """Transpose of bilinear/trilinear `grid_sample` (zeros padding, align_corners=False) w.r.t. its input."""
+    try:
+        if coords.shape[-1] == 2:
+            op = torch.ops.aten.grid_sampler_2d_backward
+        else:
+            op = torch.ops.aten.grid_sampler_3d_backward
+        return op(grad_out, template, coords, 0, 0, False, [True, False])[0]
+    except (AttributeError, RuntimeError, TypeError):
+        # Fallback through autograd if the aten signature ever changes.
+        with torch.enable_grad():
+            leaf = template.clone().requires_grad_(True)
+            out = F.grid_sample(leaf, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
+            return torch.autograd.grad(out, leaf, grad_out)[0]
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, image, op):
+        ctx.op = op
+        return op._forward_raw(image)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _Backproject.apply(grad.contiguous(), ctx.op), None
+
+
+class _Backproject(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sino, op):
+        ctx.op = op
+        return op._adjoint_raw(sino)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _Project.apply(grad.contiguous(), ctx.op), None

@@ -1,0 +1,72 @@
+"""Figures and tables that go next to results: comparison panels and convergence plots (PNG)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display anywhere we run (worker, CI)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _atomic_savefig(fig, path: Path):
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def _middle_slice(img):
+    img = np.asarray(img)
+    while img.ndim > 2:
+        img = img[img.shape[0] // 2]
+    return img
+
+
+def comparison_panel(images: dict, path, *, window=None, reference=None, title=""):
+    """Side-by-side middle slices; `window` = (low, high) display range; a difference image
+    against `reference` is added for the last entry."""
+    plt = _pyplot()
+    names = list(images)
+    cols = len(names) + (1 if reference is not None else 0)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names):
+        ax.imshow(_middle_slice(images[name]), cmap="gray", vmin=window[0] if window else None,
+                  vmax=window[1] if window else None)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if reference is not None:
+        diff = _middle_slice(images[names[-1]]) - _middle_slice(reference)
+        lim = np.percentile(np.abs(diff), 99.5) or 1.0
+        axes[-1].imshow(diff, cmap="coolwarm", vmin=-lim, vmax=lim)
+        axes[-1].set_title(f"{names[-1]} − truth", fontsize=9)
+        axes[-1].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _atomic_savefig(fig, Path(path))
+    plt.close(fig)
+
+
+def convergence_plot(curves: dict, path, *, ylabel="PSNR (dB)", title=""):
+    """curves: label -> (iterations, values)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    _atomic_savefig(fig, Path(path))
+    plt.close(fig)

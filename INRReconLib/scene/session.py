@@ -1,0 +1,281 @@
+"""One reconstruction run seen from the scene: job -> worker -> preview / plot / output nodes.
+
+`ReconstructionSession.poll()` is called on the main thread (a QTimer in Slicer, a loop in tests).
+It drains the runner's events and turns them into scene changes:
+  preview  -> voxels of a preview volume node on the measurement grid (overlays the prior)
+  progress -> `state` (percent, stage, ETA) and a row of the convergence table
+  result   -> a new output volume named after the measurement; the prior is never touched
+  error    -> `state.status == "error"` with the worker's message for a person
+The runner is anything with `start()`, `poll() -> list[dict]`, `cancel()`, `running`, `returncode`
+(`INRReconLib.worker.runner.WorkerRunner` or a test fake), built by `runner_factory(job_dir)`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..physics.grid import ImageGrid
+from .measurement_display import read_measurement_header
+from .progress_plot import ProgressPlot
+from .volumes import get_ijk_to_ras, ijk_to_ras_from_grid, load_volume_file, update_volume_from_array, \
+    ensure_display_node, write_volume_node
+
+FINISHED = ("done", "cancelled", "error")
+
+
+@dataclass
+class SessionState:
+    """What the widget shows. percent in [0, 100]; elapsed/eta in seconds (None when unknown)."""
+
+    status: str = "idle"  # idle | running | done | cancelled | error
+    stage: str = ""
+    iteration: int = 0
+    total: int = 0
+    loss: float | None = None
+    psnr: float | None = None
+    elapsed: float | None = None
+    eta: float | None = None
+    message: str = ""
+    metrics: dict = field(default_factory=dict)
+    output_node_id: str | None = None
+
+    @property
+    def percent(self) -> float:
+        if self.status == "done":
+            return 100.0
+        return 100.0 * self.iteration / self.total if self.total else 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def summary(self) -> str:
+        """One line for a status label."""
+        if self.status == "running":
+            eta = f", about {self.eta:.0f} s left" if self.eta is not None else ""
+            loss = f", loss {self.loss:.4g}" if self.loss is not None else ""
+            return f"{self.stage or 'starting'}: {self.iteration}/{self.total}{loss}{eta}"
+        if self.status == "error":
+            return f"Failed: {self.message}"
+        return {"idle": "", "done": "Done.", "cancelled": "Cancelled: partial result kept."}.get(self.status, "")
+
+
+def _default_job_writer(job_dir, **job):
+    from ..worker.job import write_job
+
+    return write_job(job_dir, **job)
+
+
+def _finite(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class ReconstructionSession:
+    """Runs one measurement file through the worker and keeps the scene in step with it.
+
+    scene: the MRML scene. runner_factory: job_dir -> runner. job_dir: an empty folder for the job.
+    prior_node: a scalar volume node or None. method/config/iterations/device/preview_every: as in
+    the job file. output_name: name of the result node (default: the measurement file's stem).
+    job_writer(job_dir, **job): defaults to `INRReconLib.worker.job.write_job`.
+    """
+
+    def __init__(self, scene, runner_factory, job_dir, measurement_path, *, prior_node=None, method="nerp",
+                 config=None, iterations=None, device="cpu", preview_every=10, output_name=None,
+                 job_writer=None):
+        self.scene = scene
+        self.runner_factory = runner_factory
+        self.job_dir = Path(job_dir)
+        self.measurement_path = Path(measurement_path)
+        self.prior_node = prior_node
+        self.method = method
+        self.config = dict(config or {})
+        self.iterations = iterations
+        self.device = device
+        self.preview_every = preview_every
+        self.output_name = output_name or self.measurement_path.name.split(".")[0]
+        self.job_writer = job_writer or _default_job_writer
+        self.state = SessionState()
+        self.runner = None
+        self.preview_node = None
+        self.output_node = None
+        self.plot = None
+        self.log: list[str] = []
+        header = read_measurement_header(self.measurement_path)
+        self.modality = header["modality"]
+        self.grid: ImageGrid = header["grid"]
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self):
+        """Write the job (prior as NRRD) and start the runner; returns self."""
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        prior_path = None
+        if self.prior_node is not None:
+            prior_path = str(self.job_dir / "prior.nrrd")
+            write_volume_node(self.prior_node, prior_path)
+        self.job_writer(self.job_dir, measurement=str(self.measurement_path), prior=prior_path, method=self.method,
+                        config=self.config, iterations=self.iterations, device=self.device,
+                        output=str(self.job_dir / "output.nrrd"), preview_every=self.preview_every)
+        self.plot = ProgressPlot(self.scene, self.output_name)
+        self.state = SessionState(status="running", stage="starting")
+        self.runner = self.runner_factory(self.job_dir)
+        self.runner.start()
+        return self
+
+    def cancel(self):
+        """Ask the worker to stop; it saves the partial result, which `poll()` still loads."""
+        if self.runner is not None and not self.state.finished:
+            self.runner.cancel()
+
+    def poll(self) -> list[dict]:
+        """Handle every event the runner has now; returns them. Safe to call after the end."""
+        if self.runner is None or self.state.finished:
+            return []
+        events = list(self.runner.poll())
+        for event in events:
+            handler = getattr(self, "_on_" + str(event.get("event", "")), None)
+            if handler is not None:
+                handler(event)
+            if self.state.finished:
+                break
+        if not self.state.finished and not self.runner.running and not events:
+            # The process ended without a final event (killed, crashed before writing one).
+            self.state.status = "error"
+            self.state.message = (f"the reconstruction process ended unexpectedly (exit code "
+                                  f"{self.runner.returncode}) without a result.")
+        return events
+
+    def wait(self, timeout_s: float = 600.0, interval_s: float = 0.05) -> SessionState:
+        """Poll until finished (for `waitForCompletion=True` and tests)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not self.state.finished:
+            self.poll()
+            if time.monotonic() > deadline:
+                self.cancel()
+                raise TimeoutError(f"reconstruction did not finish within {timeout_s} s")
+            time.sleep(interval_s)
+        return self.state
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _on_started(self, event):
+        self.state.stage = "started"
+        device = event.get("device")
+        if device:
+            self.log.append(f"worker started on {device}")
+
+    def _on_progress(self, event):
+        s = self.state
+        s.stage = str(event.get("stage") or s.stage)
+        s.iteration = int(event.get("iteration") or 0)
+        s.total = int(event.get("total") or s.total or 0)
+        s.loss = _finite(event.get("loss"))
+        s.psnr = _finite(event.get("psnr"))
+        s.elapsed = _finite(event.get("elapsed"))
+        s.eta = _finite(event.get("eta"))
+        # One series per stage would be nicer; one table keeps the plot simple and the rows ordered.
+        self.plot.add(s.iteration if s.stage in ("", "recon", "fit", "reconstruct") else
+                      f"{s.stage}:{s.iteration}" and s.iteration, s.loss, s.psnr)
+
+    def _on_preview(self, event):
+        path = event.get("path")
+        if not path or not os.path.exists(path):
+            return
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return  # a preview is best effort; the next one will come
+        grid = self.grid
+        if isinstance(event.get("grid"), dict):
+            try:
+                grid = ImageGrid.from_dict(event["grid"])
+            except (KeyError, TypeError, ValueError):
+                pass
+        volume = preview_volume(array, event, grid.shape)
+        if volume is None:
+            return
+        if self.preview_node is None or self.scene.GetNodeByID(self.preview_node.GetID()) is None:
+            self.preview_node = self.scene.AddNewNodeByClass(
+                "vtkMRMLScalarVolumeNode", self.scene.GenerateUniqueName(f"{self.output_name} preview"))
+            ensure_display_node(self.preview_node, self.scene).AutoWindowLevelOn()
+        update_volume_from_array(self.preview_node, volume, ijk_to_ras_from_grid(grid))
+
+    def _on_result(self, event):
+        output = event.get("output")
+        cancelled = bool(event.get("cancelled"))
+        self.state.metrics = dict(event.get("metrics") or {})
+        if output and os.path.exists(output):
+            name = self.output_name + (" (partial)" if cancelled else "")
+            self.output_node = load_volume_file(self.scene, output, name)
+            self.output_node.SetAttribute("INRRecon.measurement", str(self.measurement_path))
+            self.output_node.SetAttribute("INRRecon.method", self.method)
+            if self.prior_node is not None:
+                self.output_node.SetAttribute("INRRecon.prior", self.prior_node.GetID())
+            for key, value in self.state.metrics.items():
+                self.output_node.SetAttribute(f"INRRecon.metric.{key}", str(value))
+            self.state.output_node_id = self.output_node.GetID()
+        self.state.status = "cancelled" if cancelled else "done"
+        if not cancelled and self.state.total:
+            self.state.iteration = self.state.total
+
+    def _on_error(self, event):
+        self.state.status = "error"
+        self.state.message = str(event.get("message") or "the reconstruction failed.")
+        detail = event.get("detail")
+        if detail:
+            self.log.append(str(detail))
+
+    def remove_preview(self):
+        """Drop the preview node (after the output exists, it only clutters the scene)."""
+        if self.preview_node is not None and self.scene.GetNodeByID(self.preview_node.GetID()) is not None:
+            self.scene.RemoveNode(self.preview_node)
+        self.preview_node = None
+
+
+def preview_volume(array: np.ndarray, event: dict, shape_zyx) -> np.ndarray | None:
+    """A float32 volume of `shape_zyx` showing a preview array (see worker.events.preview_payload).
+
+    "axial"/"image": the 2D image; "volume": the 3D image; "slices": the three central planes
+    written into an otherwise zero volume, so the default slice views (which sit at the centre)
+    show them. Returns None when the array does not fit the grid (a stale or foreign file).
+    """
+    nz, ny, nx = shape_zyx
+    a = np.asarray(array, dtype=np.float32)
+    kind = event.get("kind")
+    if kind == "slices" or (a.ndim == 3 and a.shape[0] == 3 and nz > 1 and a.shape != (nz, ny, nx)):
+        volume = np.zeros((nz, ny, nx), np.float32)
+        slices = event.get("slices") or [
+            {"axis": 0, "index": nz // 2, "shape": [ny, nx]},
+            {"axis": 1, "index": ny // 2, "shape": [nz, nx]},
+            {"axis": 2, "index": nx // 2, "shape": [nz, ny]}]
+        for n, info in enumerate(slices):
+            h, w = info["shape"]
+            plane = np.nan_to_num(a[n, :h, :w])
+            index = [slice(None)] * 3
+            index[int(info["axis"])] = int(info["index"])
+            target = volume[tuple(index)]
+            if target.shape != plane.shape:
+                return None
+            volume[tuple(index)] = plane
+        return volume
+    if a.size != nz * ny * nx:
+        return None
+    return np.nan_to_num(a.reshape(nz, ny, nx))
+
+
+def same_geometry(node_a, node_b, atol: float = 1e-4) -> bool:
+    """True when two volume nodes have the same IJK->RAS and dimensions."""
+    dims_a = node_a.GetImageData().GetDimensions() if node_a.GetImageData() else None
+    dims_b = node_b.GetImageData().GetDimensions() if node_b.GetImageData() else None
+    return dims_a == dims_b and np.allclose(get_ijk_to_ras(node_a), get_ijk_to_ras(node_b), atol=atol)

@@ -1,0 +1,151 @@
+"""The job folder's `job.json`: what one reconstruction should do.
+
+Written by the Slicer logic (or any tool) with `write_job`, read by the worker with `load_job`.
+Relative paths in the file are relative to the job folder, so a folder can be moved whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from ..errors import InputError
+from .events import atomic_write_text
+
+JOB_FILE = "job.json"
+DEVICES = ("auto", "cpu", "cuda")
+PREVIEW_MODES = ("slices", "volume")
+OUTPUT_UNITS = ("auto", "hu", "mu")
+DEFAULT_PREVIEW_EVERY = 10
+
+# key -> default; None where the key may be omitted. "measurement" and "method" are required.
+JOB_KEYS = {
+    "measurement": None,    # HDF5 measurement file (FORMAT.md)
+    "prior": None,          # earlier image of the patient (NRRD, NIfTI...), or null
+    "method": None,         # a name of methods/registry.py METHODS
+    "config": None,         # preset name, config file path, inline object, or null (method defaults)
+    "iterations": None,     # int or null (method default)
+    "device": "auto",       # "auto" | "cpu" | "cuda" | "cuda:N"
+    "output": "result.nrrd",  # image file written at the end (any format SimpleITK writes)
+    "preview_every": DEFAULT_PREVIEW_EVERY,  # iterations between previews; 0 = none
+    "preview": "slices",    # 3D previews: "slices" (three central slices) or "volume" (whole image)
+    "reference": None,      # optional ground-truth image for metrics (same kind of file as prior)
+    "roi": None,            # optional label image on the measurement grid: metrics inside it too
+    "output_units": "auto",  # CT: "auto" (HU when mu_water is known), "hu", "mu"
+    "mu_water_per_mm": None,  # CT: overrides the measurement's mu_water_per_mm for HU conversion
+    "meta": None,           # free object for the caller (series, fraction...), passed through
+}
+
+log = logging.getLogger("INRReconLib.worker")
+
+
+def load_job(job_dir) -> dict:
+    """Read and check JOB_DIR/job.json; returns the checked job (see `check_job`)."""
+    job_dir = Path(job_dir)
+    path = job_dir / JOB_FILE
+    if not job_dir.is_dir():
+        raise InputError("job folder", f"{job_dir} does not exist or is not a folder.",
+                         "Pass the folder that holds job.json.")
+    if not path.is_file():
+        raise InputError("job.json", f"{path} does not exist.", "Write the job with write_job() first.")
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError("job.json", f"is not valid JSON ({exc}).", "Write it with write_job().") from None
+    return check_job(job, job_dir)
+
+
+def write_job(job_dir, **keys) -> Path:
+    """Create JOB_DIR (if needed) and write job.json atomically; returns its path.
+
+    Keys are those of JOB_KEYS; they are checked (types, allowed values) but input files need not
+    exist yet. Paths are written as given (absolute paths are the safe choice)."""
+    job_dir = Path(job_dir)
+    check_job(keys, job_dir, check_files=False)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job = {k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in keys.items()}
+    return atomic_write_text(job_dir / JOB_FILE, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+
+
+def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
+    """The job with defaults filled in and paths made absolute (str); raises InputError naming the
+    key and the fix. Unknown keys are kept but logged (they are probably typos)."""
+    from ..methods.registry import METHODS
+
+    job_dir = Path(job_dir)
+    if not isinstance(job, dict):
+        raise InputError("job.json", f"must hold a JSON object, got {type(job).__name__}.")
+    unknown = sorted(set(job) - set(JOB_KEYS))
+    if unknown:
+        log.warning("job.json: ignoring unknown keys %s (known: %s)", unknown, ", ".join(JOB_KEYS))
+    out = {k: job.get(k, default) for k, default in JOB_KEYS.items()}
+    out["ignored_keys"] = unknown
+
+    for key in ("measurement", "method"):
+        if out[key] in (None, ""):
+            raise InputError(key, "is missing from the job.", f"Set '{key}' in job.json.")
+    for key in ("measurement", "prior", "output", "reference", "roi"):
+        if out[key] is not None:
+            if hasattr(out[key], "__fspath__"):
+                out[key] = str(out[key])
+            if not isinstance(out[key], str) or not out[key]:
+                raise InputError(key, f"must be a file path (string), got {out[key]!r}.")
+            out[key] = str(_resolve(out[key], job_dir))
+    if check_files:
+        for key in ("measurement", "prior", "reference", "roi"):
+            if out[key] is not None and not Path(out[key]).is_file():
+                raise InputError(key, f"file not found: {out[key]}.", "Check the path (relative paths are "
+                                 "relative to the job folder).")
+
+    if out["method"] not in METHODS:
+        raise InputError("method", f"unknown method {out['method']!r}.", f"Choose one of: {', '.join(METHODS)}.")
+
+    config = out["config"]
+    if config is not None and not isinstance(config, (str, dict)):
+        raise InputError("config", f"must be a preset name, a file path, an object or null, got {config!r}.")
+    if isinstance(config, str) and config and not Path(config).is_absolute() and (job_dir / config).is_file():
+        out["config"] = str((job_dir / config).resolve())
+
+    out["iterations"] = _positive_int(out["iterations"], "iterations", allow_none=True)
+    out["preview_every"] = _positive_int(out["preview_every"], "preview_every", allow_zero=True)
+
+    device = out["device"]
+    if not isinstance(device, str) or not (device in DEVICES or _is_cuda_index(device)):
+        raise InputError("device", f"must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}.")
+    if out["preview"] not in PREVIEW_MODES:
+        raise InputError("preview", f"must be one of {PREVIEW_MODES}, got {out['preview']!r}.")
+    if out["output_units"] not in OUTPUT_UNITS:
+        raise InputError("output_units", f"must be one of {OUTPUT_UNITS}, got {out['output_units']!r}.")
+    mu = out["mu_water_per_mm"]
+    if mu is not None:
+        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu <= 0:
+            raise InputError("mu_water_per_mm", f"must be a positive number (1/mm), got {mu!r}.",
+                             "About 0.0195 /mm for water at 70 keV.")
+        out["mu_water_per_mm"] = float(mu)
+    if out["meta"] is not None and not isinstance(out["meta"], dict):
+        raise InputError("meta", f"must be an object or null, got {out['meta']!r}.")
+    return out
+
+
+def _resolve(path: str, job_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (job_dir / p).resolve()
+
+
+def _is_cuda_index(device: str) -> bool:
+    head, _, index = device.partition(":")
+    return head == "cuda" and index.isdigit()
+
+
+def _positive_int(value, key: str, allow_none: bool = False, allow_zero: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    lowest = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        what = "a non-negative integer" if allow_zero else "a positive integer"
+        raise InputError(key, f"must be {what}{' or null' if allow_none else ''}, got {value!r}.")
+    return value
