@@ -183,7 +183,8 @@ def _validate_mr(data, grid: ImageGrid, geometry) -> None:
     if geometry.frame_times_s is not None:
         times = np.asarray(geometry.frame_times_s, dtype=np.float64)
         if times.shape != (n_frames,):
-            raise InputError("/geometry/frame_times_s", f"must have shape [n_frames] = [{n_frames}], got {list(times.shape)}.")
+            raise InputError("/geometry/frame_times_s", f"must have shape [n_frames] = [{n_frames}], got "
+                             f"{list(times.shape)}.", "Give one acquisition time (s) per frame, or leave it out.")
         _check_finite(times, "/geometry/frame_times_s")
     _check_finite(data, "/data")
 
@@ -219,6 +220,10 @@ def _attr_value(value):
     if isinstance(value, (bool, np.bool_)):
         return np.bool_(value)
     arr = np.asarray(value)
+    if arr.dtype.kind == "U":  # lists of strings: HDF5 variable-length UTF-8
+        import h5py
+
+        return np.array([str(v) for v in arr.ravel()], dtype=h5py.string_dtype()).reshape(arr.shape)
     if arr.dtype == object:
         raise InputError("attrs", f"attribute value {value!r} cannot be stored in HDF5.",
                          "Use strings, numbers or numeric arrays.")
@@ -343,7 +348,11 @@ def _read_ct_geometry(geo, data_shape) -> CTGeometry:
                          "Write float64 [n_views, 12] per-view vectors (ASTRA parallel3d_vec / cone_vec meaning).")
     vectors = np.asarray(_read_dataset(geo, "vectors", "/geometry/vectors"))
     if vectors.dtype.kind not in "iuf":
-        raise InputError("/geometry/vectors", f"must be real numbers, got {vectors.dtype}.")
+        raise InputError("/geometry/vectors", f"must be real numbers, got {vectors.dtype}.",
+                         "Store float64 [n_views, 12].")
+    if vectors.ndim != 2 or vectors.shape[1] != 12:
+        raise InputError("/geometry/vectors", f"must have shape [n_views, 12], got {list(vectors.shape)}.",
+                         "Per view: ray direction or source (3), detector centre (3), u (3), v (3).")
     circular = {}
     for key in _CIRCULAR_ATTRS:
         if key in geo.attrs:

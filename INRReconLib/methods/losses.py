@@ -40,7 +40,7 @@ def rel_l2_loss(pred, data, eps: float = 1e-4):
     return (_sq(pred - data) * weight).mean()
 
 
-def fls_loss(pred, data, col_spacing_mm: float, window: str = "ram-lak"):
+def fls_loss(pred, data, col_spacing_mm: float, window: str = "ramp"):
     """Filtered least squares ‖F(pred − data)‖² / ‖F data‖², F the ramp filter along detector
     columns. F ≈ (AAᵀ)^(-1/2) for parallel beams: the loss Hessian AᵀFᵀFA is close to identity, so
     gradient steps converge in far fewer iterations than for plain L2 (condition number 1-3 orders
@@ -52,7 +52,7 @@ def fls_loss(pred, data, col_spacing_mm: float, window: str = "ram-lak"):
     return _sq(fr).sum() / _sq(fy).sum().clamp_min(1e-30)
 
 
-def data_loss(name: str, pred, data, *, col_spacing_mm: float = 1.0, window: str = "ram-lak", eps: float = 1e-4):
+def data_loss(name: str, pred, data, *, col_spacing_mm: float = 1.0, window: str = "ramp", eps: float = 1e-4):
     """Dispatch on the config's "loss" name."""
     if name == "l2":
         return l2_loss(pred, data)

@@ -1,10 +1,10 @@
 """Differentiable CT projector: line integrals through an image on an `ImageGrid`.
 
-The torch backend is ray-driven: every detector pixel centre defines a ray (from the source for
-cone/fan beam, along the ray direction for parallel beam), the ray is clipped to the volume's
-bounding box and sampled at evenly spaced midpoints (about `step_voxels` voxels apart); the image
-is interpolated there (bilinear in 2D, trilinear in 3D, zero outside the voxel centres' hull, via
-`grid_sample`) and the samples are summed times the step length (mm). So the sinogram is in
+The torch backend is ray-driven (Joseph's method): every detector pixel centre defines a ray
+(from the source for cone/fan beam, along the ray direction for parallel beam); the ray is
+sampled where it crosses the planes of voxel centres normal to its dominant axis, the image is
+interpolated there (linear in the other axes, zero beyond the outer voxel centres, via
+`grid_sample`) and the samples are summed times the ray length per plane (mm). So the sinogram is in
 μ [1/mm] × mm. The adjoint is the exact transpose of that sampling (the input-gradient of
 `grid_sample`), so the dot-product test holds to float precision and gradients through
 `forward` are `adjoint`.
@@ -29,8 +29,9 @@ from .grid import ImageGrid
 # Sample coordinates of all views are cached when they fit in this many bytes; otherwise they are
 # recomputed per chunk of views (3D cone beam), which costs little next to the interpolation.
 CACHE_BYTES = 384 * 2**20
-# Chunks of views are sized so one chunk's sample coordinates stay below this.
-CHUNK_BYTES = 96 * 2**20
+# Chunks of views are sized so one chunk's sample coordinates stay below this (small enough for
+# the allocator to reuse memory instead of mapping fresh pages for every chunk).
+CHUNK_BYTES = 24 * 2**20
 
 
 class CTProjector:
@@ -42,12 +43,10 @@ class CTProjector:
     Both accept torch tensors (or NumPy arrays) and are autograd-aware: the gradient of forward
     is adjoint and vice versa.
 
-    step_voxels: sample spacing along rays in units of the smallest voxel spacing (torch backend).
     backend: "auto" (astra on CUDA when astra has CUDA, else torch), "torch" or "astra".
     """
 
-    def __init__(self, geometry: CTGeometry, grid: ImageGrid, device="cpu", backend: str = "auto",
-                 step_voxels: float = 0.5):
+    def __init__(self, geometry: CTGeometry, grid: ImageGrid, device="cpu", backend: str = "auto"):
         if not isinstance(geometry, CTGeometry):
             raise InputError("geometry", f"expected a CTGeometry, got {type(geometry).__name__}.")
         if grid.is_2d and geometry.n_rows != 1:
@@ -55,12 +54,9 @@ class CTProjector:
                              "Use a 3D grid for a multi-row detector, or keep one row.")
         if backend not in ("auto", "torch", "astra"):
             raise InputError("backend", f"must be 'auto', 'torch' or 'astra', got {backend!r}.")
-        if not step_voxels > 0:
-            raise InputError("step_voxels", f"must be positive, got {step_voxels}.")
         self.geometry = geometry
         self.grid = grid
         self.device = torch.device(device)
-        self.step_voxels = float(step_voxels)
         self.requested_backend = backend
         self.backend = self._choose_backend(backend)
         self._astra = None
@@ -95,8 +91,7 @@ class CTProjector:
 
     def subset(self, view_indices) -> "CTProjector":
         """The projector for some views only (ordered subsets, mini-batches of views)."""
-        return CTProjector(self.geometry.subset(view_indices), self.grid, self.device, self.requested_backend,
-                           self.step_voxels)
+        return CTProjector(self.geometry.subset(view_indices), self.grid, self.device, self.requested_backend)
 
     def norm_estimate(self, n_iter: int = 20, seed: int = 0) -> float:
         """Largest singular value of A by power iteration on AᵀA (cached after the first call)."""
@@ -218,11 +213,9 @@ class CTProjector:
     def _plan_rays(self):
         """Number of samples per ray and how views are chunked."""
         g, grid = self.geometry, self.grid
-        half = np.asarray(grid.extent_mm) / 2.0
         dims = 2 if grid.is_2d else 3
-        chord = float(np.linalg.norm(half[:dims]) * 2.0)
-        step = self.step_voxels * min(grid.spacing[:dims])
-        n_samples = max(2, int(math.ceil(chord / step)))
+        half = np.asarray(grid.extent_mm) / 2.0
+        n_samples = max(grid.size[:dims])
         per_view = g.n_rows * g.n_cols * n_samples * dims * 4
         n_chunk = max(1, int(CHUNK_BYTES // per_view))
         cache = per_view * g.n_views <= CACHE_BYTES
@@ -245,8 +238,16 @@ class CTProjector:
             self._cache[key] = built
 
     def _ray_samples(self, sl, device, dtype):
-        """Sample coordinates for views `sl`: grid_sample grids and per-ray step lengths (mm)."""
-        g, plan = self.geometry, self._plan
+        """Joseph-style samples for views `sl`: grid_sample grids and per-ray weights (mm).
+
+        Each ray is sampled where it crosses the planes of voxel centres normal to its dominant
+        axis (largest |d_k| / h_k), so along that axis the samples sit on voxel centres and the
+        interpolation is bi-/trilinear in the others; each sample stands for h_k / |d_k| mm of
+        ray. Samples past the volume (or, for cone beam, behind the source or beyond the
+        detector) are moved outside the grid, where zero padding drops them.
+        """
+        g, plan, grid = self.geometry, self._plan, self.grid
+        dims = plan["dims"]
         vec = torch.as_tensor(g.vectors[sl], dtype=torch.float64, device=device)
         c = vec.shape[0]
         cols = torch.arange(g.n_cols, dtype=torch.float64, device=device) - g.n_cols / 2 + 0.5
@@ -257,40 +258,47 @@ class CTProjector:
         if g.type == "cone":
             origin = vec[:, None, None, 0:3].expand_as(pix)
             delta = pix - origin
-            length = delta.norm(dim=-1, keepdim=True)
-            direction = delta / length
-            t_lo, t_hi = torch.zeros_like(length[..., 0]), length[..., 0]
+            length = delta.norm(dim=-1)
+            direction = delta / length[..., None]
         else:
-            direction = (vec[:, None, None, 0:3]).expand_as(pix)
+            direction = vec[:, None, None, 0:3].expand_as(pix).clone()
             origin = pix
-            t_lo = torch.full(pix.shape[:-1], -math.inf, dtype=torch.float64, device=device)
-            t_hi = torch.full(pix.shape[:-1], math.inf, dtype=torch.float64, device=device)
-        # Slab clipping against the box spanned by the voxel edges.
-        dims = plan["dims"]
-        for k in range(dims):
-            h = float(plan["half"][k])
-            o, d = origin[..., k], direction[..., k]
-            safe = d.abs() > 1e-12
-            inv = 1.0 / torch.where(safe, d, torch.ones_like(d))
-            ta, tb = (-h - o) * inv, (h - o) * inv
-            lo = torch.where(safe, torch.minimum(ta, tb), torch.where(o.abs() <= h, -math.inf, math.inf))
-            hi = torch.where(safe, torch.maximum(ta, tb), torch.where(o.abs() <= h, math.inf, -math.inf))
-            t_lo, t_hi = torch.maximum(t_lo, lo), torch.minimum(t_hi, hi)
-        seg = (t_hi - t_lo).clamp(min=0)
-        seg = torch.where(torch.isfinite(seg), seg, torch.zeros_like(seg))
-        t_lo = torch.where(torch.isfinite(t_lo), t_lo, torch.zeros_like(t_lo))
-        n = plan["n_samples"]
-        step = seg / n  # [c, R, C] mm
-        frac = (torch.arange(n, dtype=torch.float64, device=device) + 0.5)
-        t = t_lo[..., None] + frac * step[..., None]  # [c, R, C, n]
+            length = None
+        origin, direction = origin[..., :dims], direction[..., :dims]
+        spacing = torch.as_tensor(grid.spacing[:dims], dtype=torch.float64, device=device)
+        size = torch.as_tensor(grid.size[:dims], dtype=torch.float64, device=device)
         half = torch.as_tensor(plan["half"][:dims], dtype=torch.float64, device=device)
-        pts = origin[..., None, :dims] + t[..., None] * direction[..., None, :dims]  # [c, R, C, n, dims]
-        coords = (pts / half).to(dtype)
+        axis = (direction.abs() / spacing).argmax(dim=-1, keepdim=True)  # [c, R, C, 1]
+        d_k = direction.gather(-1, axis)[..., 0]
+        o_k = origin.gather(-1, axis)[..., 0]
+        h_k = spacing[axis[..., 0]]
+        n_k = size[axis[..., 0]]
+        d_k = torch.where(d_k.abs() < 1e-12, torch.full_like(d_k, 1e-12), d_k)
+        # Ray parameter at sample i: t_i = alpha * i + beta (the i-th voxel-centre plane).
+        alpha = h_k / d_k
+        beta = (-(n_k - 1) / 2 * h_k - o_k) / d_k
+        # Normalised coordinates are affine in i as well: coords_i = A + i * B, per ray.
+        A = (origin + beta[..., None] * direction) / half
+        B = (alpha[..., None] * direction) / half
+        # Valid sample range per ray: i in [0, n_k - 1], and for cone beam 0 <= t <= length.
+        lo = torch.zeros_like(alpha)
+        hi = n_k - 1
+        if length is not None:
+            i0 = -beta / alpha
+            i1 = (length - beta) / alpha
+            lo = torch.maximum(lo, torch.minimum(i0, i1))
+            hi = torch.minimum(hi, torch.maximum(i0, i1))
+        n = plan["n_samples"]
+        idx = torch.arange(n, dtype=dtype, device=device)
+        coords = torch.addcmul(A.to(dtype)[..., None, :], idx[:, None], B.to(dtype)[..., None, :])
+        outside = (idx < (lo - 1e-6).to(dtype)[..., None]) | (idx > (hi + 1e-6).to(dtype)[..., None])
+        coords.masked_fill_(outside[..., None], 4.0)  # beyond the grid: zero padding drops it
+        weight = h_k / d_k.abs()  # [c, R, C] mm of ray per sample
         if dims == 2:
             coords = coords.reshape(1, c * g.n_rows * g.n_cols, n, 2)
         else:
             coords = coords.reshape(1, c * g.n_rows, g.n_cols, n, 3)
-        return coords, step.to(dtype)
+        return coords, weight.to(dtype)
 
     def _volume(self, image):
         """[B, nz, ny, nx] -> grid_sample input with the batch as channels."""
@@ -334,7 +342,7 @@ class CTProjector:
                 grad_out = weighted.reshape(1, B, c * g.n_rows * g.n_cols, 1).expand(-1, -1, -1, n)
             else:
                 grad_out = weighted.reshape(1, B, c * g.n_rows, g.n_cols, 1).expand(-1, -1, -1, -1, n)
-            acc += _grid_sample_input_grad(grad_out.contiguous(), template, coords)
+            acc += _grid_sample_input_grad(grad_out, template, coords)
         img = acc[0].unsqueeze(1) if dims == 2 else acc[0]
         return img if batched else img[0]
 

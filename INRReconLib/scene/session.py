@@ -109,6 +109,7 @@ class ReconstructionSession:
         self.output_node = None
         self.plot = None
         self.log: list[str] = []
+        self._stage_offset = 0
         header = read_measurement_header(self.measurement_path)
         self.modality = header["modality"]
         self.grid: ImageGrid = header["grid"]
@@ -147,7 +148,10 @@ class ReconstructionSession:
                 handler(event)
             if self.state.finished:
                 break
-        if not self.state.finished and not self.runner.running and not events:
+        ended = getattr(self.runner, "finished", None)
+        if ended is None:
+            ended = not self.runner.running
+        if not self.state.finished and ended and not events:
             # The process ended without a final event (killed, crashed before writing one).
             self.state.status = "error"
             self.state.message = (f"the reconstruction process ended unexpectedly (exit code "
@@ -177,16 +181,19 @@ class ReconstructionSession:
 
     def _on_progress(self, event):
         s = self.state
-        s.stage = str(event.get("stage") or s.stage)
+        stage = str(event.get("stage") or s.stage)
+        if stage != s.stage and s.stage not in ("", "starting", "started"):
+            # A new stage (NeRP: embed the prior, then fit the data) restarts its iteration count;
+            # the plot's x axis keeps counting so the two stages sit side by side.
+            self._stage_offset += s.total or s.iteration
+        s.stage = stage
         s.iteration = int(event.get("iteration") or 0)
         s.total = int(event.get("total") or s.total or 0)
         s.loss = _finite(event.get("loss"))
         s.psnr = _finite(event.get("psnr"))
         s.elapsed = _finite(event.get("elapsed"))
         s.eta = _finite(event.get("eta"))
-        # One series per stage would be nicer; one table keeps the plot simple and the rows ordered.
-        self.plot.add(s.iteration if s.stage in ("", "recon", "fit", "reconstruct") else
-                      f"{s.stage}:{s.iteration}" and s.iteration, s.loss, s.psnr)
+        self.plot.add(self._stage_offset + s.iteration, s.loss, s.psnr)
 
     def _on_preview(self, event):
         path = event.get("path")

@@ -17,7 +17,7 @@ from .events import atomic_write_text
 JOB_FILE = "job.json"
 DEVICES = ("auto", "cpu", "cuda")
 PREVIEW_MODES = ("slices", "volume")
-OUTPUT_UNITS = ("auto", "hu", "mu")
+OUTPUT_UNITS = ("hu", "mu")
 DEFAULT_PREVIEW_EVERY = 10
 
 # key -> default; None where the key may be omitted. "measurement" and "method" are required.
@@ -33,7 +33,7 @@ JOB_KEYS = {
     "preview": "slices",    # 3D previews: "slices" (three central slices) or "volume" (whole image)
     "reference": None,      # optional ground-truth image for metrics (same kind of file as prior)
     "roi": None,            # optional label image on the measurement grid: metrics inside it too
-    "output_units": "auto",  # CT: "auto" (HU when mu_water is known), "hu", "mu"
+    "output_units": "hu",   # CT output: "hu" (with mu_water_per_mm: job, measurement or default) or "mu" (1/mm)
     "mu_water_per_mm": None,  # CT: overrides the measurement's mu_water_per_mm for HU conversion
     "meta": None,           # free object for the caller (series, fraction...), passed through
 }
@@ -77,7 +77,7 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
     job_dir = Path(job_dir)
     if not isinstance(job, dict):
         raise InputError("job.json", f"must hold a JSON object, got {type(job).__name__}.")
-    unknown = sorted(set(job) - set(JOB_KEYS))
+    unknown = sorted(set(job) - set(JOB_KEYS) - {"ignored_keys"})  # ignored_keys: added by an earlier check
     if unknown:
         log.warning("job.json: ignoring unknown keys %s (known: %s)", unknown, ", ".join(JOB_KEYS))
     out = {k: job.get(k, default) for k, default in JOB_KEYS.items()}
@@ -99,6 +99,9 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
                 raise InputError(key, f"file not found: {out[key]}.", "Check the path (relative paths are "
                                  "relative to the job folder).")
 
+    if out["output"] is not None and out["output"] in (out["measurement"], out["prior"], out["reference"], out["roi"]):
+        raise InputError("output", f"{out['output']} is also an input of the job; it would be overwritten.",
+                         "Choose a new file name for the result.")
     if out["method"] not in METHODS:
         raise InputError("method", f"unknown method {out['method']!r}.", f"Choose one of: {', '.join(METHODS)}.")
 

@@ -1,0 +1,339 @@
+"""Image volumes on disk (anything SimpleITK reads/writes), coordinate systems and units.
+
+- Files and `ImageGrid` are LPS (ITK/SimpleITK/NRRD); Slicer is RAS. The one conversion lives
+  here: `ijk_to_ras_matrix`, `lps_to_ras`.
+- CT physics works in attenuation μ (1/mm); people read HU. `hu_to_mu` / `mu_to_hu` with a
+  documented water attenuation.
+- `load_prior` brings a prior image (file or array) onto a measurement's grid in physics units.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..physics.grid import ImageGrid
+
+# Linear attenuation of water at ~70 keV effective energy (a 120 kVp spectrum), 1/mm. NIST XCOM:
+# 0.1929 cm^2/g at 70 keV x 1 g/cm^3 = 0.0193 /mm; 0.0195 is the usual round value. Measurement
+# files may carry their own `mu_water_per_mm`, which then wins.
+MU_WATER_PER_MM = 0.0195
+
+# Extensions whose header names a separate data file: an atomic rename of the header alone would
+# leave the data under the temporary name, so these are written in place.
+_DETACHED_HEADER = (".mhd", ".nhdr", ".hdr")
+
+
+# --------------------------------------------------------------------------------------------
+# units
+
+
+def hu_to_mu(hu, mu_water_per_mm: float = MU_WATER_PER_MM):
+    """HU -> μ (1/mm): μ = μ_water (1 + HU/1000). Air (-1000 HU) -> 0."""
+    return mu_water_per_mm * (1.0 + np.asarray(hu, dtype=np.float64) / 1000.0)
+
+
+def mu_to_hu(mu, mu_water_per_mm: float = MU_WATER_PER_MM):
+    """μ (1/mm) -> HU: HU = 1000 (μ/μ_water - 1)."""
+    return 1000.0 * (np.asarray(mu, dtype=np.float64) / mu_water_per_mm - 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# coordinates
+
+
+def _direction_matrix(grid: ImageGrid) -> np.ndarray:
+    return np.asarray(grid.direction, dtype=np.float64).reshape(3, 3)
+
+
+def ijk_to_lps_matrix(grid: ImageGrid) -> np.ndarray:
+    """4x4 homogeneous matrix: voxel index (i, j, k, 1) -> LPS mm. Index i runs along x (NumPy's
+    last axis), k along z (NumPy's first axis)."""
+    m = np.eye(4)
+    m[:3, :3] = _direction_matrix(grid) @ np.diag(grid.spacing)
+    m[:3, 3] = grid.origin
+    return m
+
+
+def ijk_to_ras_matrix(grid: ImageGrid) -> np.ndarray:
+    """4x4 matrix voxel index (i, j, k, 1) -> RAS mm, as Slicer's `SetIJKToRASMatrix` wants it:
+    diag(-1, -1, 1, 1) · [direction · diag(spacing) | origin]."""
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_lps_matrix(grid)
+
+
+def lps_to_ras(points) -> np.ndarray:
+    """Points (..., 3) in LPS -> RAS (negate x and y). Its own inverse, see `ras_to_lps`."""
+    p = np.array(points, dtype=np.float64, copy=True)
+    if p.shape[-1] != 3:
+        raise ValueError(f"points must have shape (..., 3), got {p.shape}")
+    p[..., :2] *= -1.0
+    return p
+
+
+ras_to_lps = lps_to_ras
+
+
+def grid_centre_lps(grid: ImageGrid) -> np.ndarray:
+    """LPS position (mm) of the grid centre, the origin of the physics' grid frame."""
+    centre_index = (np.asarray(grid.size, dtype=np.float64) - 1.0) / 2.0
+    return ijk_to_lps_matrix(grid)[:3] @ np.append(centre_index, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# SimpleITK bridge
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def array_to_image(array, grid: ImageGrid):
+    """NumPy [z, y, x] (or [y, x] for a 2D grid) -> 3D SimpleITK image with the grid's geometry."""
+    sitk = _sitk()
+    arr = np.asarray(array)
+    if arr.ndim == 2 and grid.is_2d:
+        arr = arr[None]
+    if arr.shape != grid.shape:
+        raise InputError("volume", f"array shape {list(arr.shape)} does not match the grid shape (nz, ny, nx) "
+                         f"{list(grid.shape)}.", "Pass an array of shape grid.shape.")
+    if np.iscomplexobj(arr):
+        raise InputError("volume", "complex images cannot be written as one scalar volume.",
+                         "Write the magnitude (np.abs) and, if needed, the phase as a second file.")
+    if arr.dtype == np.float64 or arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    image.SetSpacing(grid.spacing)
+    image.SetOrigin(grid.origin)
+    image.SetDirection(grid.direction)
+    return image
+
+
+def image_to_grid(image) -> ImageGrid:
+    """The ImageGrid of a 2D or 3D SimpleITK image (2D images get nz = 1 and a 3x3 direction)."""
+    dim = image.GetDimension()
+    if dim == 3:
+        return ImageGrid(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    if dim == 2:
+        d2 = np.asarray(image.GetDirection()).reshape(2, 2)
+        d3 = np.eye(3)
+        d3[:2, :2] = d2
+        return ImageGrid(tuple(image.GetSize()) + (1,), tuple(image.GetSpacing()) + (1.0,),
+                         tuple(image.GetOrigin()) + (0.0,), tuple(d3.ravel()))
+    raise InputError("volume", f"{dim}-D images are not supported here.", "Give a 2D or 3D scalar image.")
+
+
+def read_volume(path) -> tuple[np.ndarray, ImageGrid]:
+    """Read any SimpleITK-readable image: (float32 array [z, y, x], ImageGrid). Multi-component
+    (RGB, vector) images are refused; 2D images come back with nz = 1."""
+    sitk = _sitk()
+    path = Path(path)
+    if not path.exists():
+        raise InputError("volume", f"file {str(path)!r} does not exist.", "Check the path.")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError("volume", f"{str(path)!r} could not be read as an image ({str(exc).strip().splitlines()[-1]}).",
+                         "Give an NRRD, NIfTI, MHA or another format SimpleITK reads.") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("volume", f"{str(path)!r} has {image.GetNumberOfComponentsPerPixel()} components per voxel.",
+                         "Give a scalar (grey-value) image.")
+    grid = image_to_grid(image)
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    return array.reshape(grid.shape), grid
+
+
+def _temp_name(path: Path) -> Path:
+    """A unique name in the same folder that keeps the (possibly double) extension, so that
+    SimpleITK picks the same writer (".nii.gz", ".seq.nrrd")."""
+    suffix = "".join(path.suffixes[-2:]) if path.suffix.lower() == ".gz" else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:-len(suffix)] if suffix else path.name}.tmp", suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_volume(path, array, grid: ImageGrid, compress: bool = True) -> Path:
+    """Write `array` ([z, y, x], or [y, x] for a 2D grid) on `grid` to `path` in the format its
+    extension names, keeping origin, spacing and direction. float64 is stored as float32.
+    Atomic (temporary name in the same folder, then os.replace) except for detached-header
+    formats (.mhd/.nhdr), which are written in place."""
+    sitk = _sitk()
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError("output", f"folder {str(path.parent)!r} does not exist.", "Create it or choose another path.")
+    image = array_to_image(array, grid)
+    if path.suffix.lower() in _DETACHED_HEADER:
+        sitk.WriteImage(image, str(path), compress)
+        return path
+    tmp = _temp_name(path)
+    try:
+        sitk.WriteImage(image, str(tmp), compress)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# resampling
+
+
+def _as_2d_image(image):
+    """3D one-slice image -> 2D image with the in-plane part of its geometry."""
+    sitk = _sitk()
+    img2 = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[0])
+    img2.SetSpacing(image.GetSpacing()[:2])
+    img2.SetOrigin(image.GetOrigin()[:2])
+    d = np.asarray(image.GetDirection()).reshape(3, 3)
+    img2.SetDirection(tuple(d[:2, :2].ravel()))
+    return img2
+
+
+def _in_plane(grid: ImageGrid) -> bool:
+    """True when the grid's z axis is the LPS z axis, so its x/y geometry is a 2D geometry."""
+    d = np.asarray(grid.direction).reshape(3, 3)
+    return np.allclose(d[2, :2], 0, atol=1e-6) and np.allclose(d[:2, 2], 0, atol=1e-6)
+
+
+def resample_to_grid(array, src_grid: ImageGrid, dst_grid: ImageGrid, default: float = 0.0,
+                     interpolator: str = "linear") -> np.ndarray:
+    """Resample `array` (shape src_grid.shape) onto `dst_grid` (SimpleITK, physical LPS positions);
+    voxels outside the source get `default`. Returns float32 of shape dst_grid.shape.
+
+    Two 2D grids (nz == 1) are matched in-plane only: the slices' z positions are ignored, so a
+    slice from another table position still serves as a 2D prior.
+    interpolator: "linear", "nearest" or "bspline".
+    """
+    sitk = _sitk()
+    interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}[interpolator]
+    arr = np.asarray(array, dtype=np.float32)
+    if arr.ndim == 2 and src_grid.is_2d:
+        arr = arr[None]
+    src = array_to_image(arr, src_grid)
+    if src_grid.is_2d and dst_grid.is_2d and _in_plane(src_grid) and _in_plane(dst_grid):
+        ref = _as_2d_image(array_to_image(np.zeros(dst_grid.shape, np.float32), dst_grid))
+        out = sitk.Resample(_as_2d_image(src), ref, sitk.Transform(), interp, float(default), sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out)[None].astype(np.float32, copy=False)
+    if src_grid.is_2d and not dst_grid.is_2d:
+        raise InputError("prior", "a 2D image cannot be resampled onto a 3D grid.", "Give a 3D prior volume.")
+    ref = array_to_image(np.zeros(dst_grid.shape, np.float32), dst_grid)
+    out = sitk.Resample(src, ref, sitk.Transform(), interp, float(default), sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out).astype(np.float32, copy=False).reshape(dst_grid.shape)
+
+
+def overlap_fraction(src_grid: ImageGrid, dst_grid: ImageGrid) -> float:
+    """Fraction of dst_grid's voxel centres that lie inside src_grid's extent (in-plane only when
+    both are 2D, matching `resample_to_grid`)."""
+    both_2d = src_grid.is_2d and dst_grid.is_2d
+    # Sample dst voxel centres on a coarse lattice (at most ~32 per axis) to stay cheap.
+    axes = [np.linspace(0, n - 1, min(n, 32)) for n in dst_grid.size]
+    ii, jj, kk = np.meshgrid(*axes, indexing="ij")
+    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)])
+    lps = ijk_to_lps_matrix(dst_grid) @ ijk
+    src_ijk = np.linalg.inv(ijk_to_lps_matrix(src_grid)) @ lps
+    size = np.asarray(src_grid.size, dtype=np.float64)[:, None]
+    inside = (src_ijk[:3] >= -0.5) & (src_ijk[:3] <= size - 0.5)
+    if both_2d:
+        inside[2] = True
+    return float(np.mean(np.all(inside, axis=0)))
+
+
+# --------------------------------------------------------------------------------------------
+# priors
+
+# Below this fraction of the measurement grid covered, a prior is almost certainly misplaced
+# (wrong origin, other patient position) rather than merely cropped.
+MIN_PRIOR_OVERLAP = 0.1
+
+
+def _grids_equal(a: ImageGrid, b: ImageGrid) -> bool:
+    return (a.size == b.size and np.allclose(a.spacing, b.spacing, rtol=1e-5)
+            and np.allclose(a.origin, b.origin, atol=1e-3 * min(a.spacing))
+            and np.allclose(a.direction, b.direction, atol=1e-6))
+
+
+def _ct_prior_units(values: np.ndarray) -> str:
+    """Guess "HU" or "mu" from the value range; raise when it is neither."""
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if hi <= 1.0 and lo >= -0.05:
+        return "mu"
+    if lo <= -300.0:
+        return "HU"
+    raise InputError("prior", f"values range {lo:.4g} to {hi:.4g}: neither HU (air near -1000) nor attenuation "
+                     "(1/mm, below 1).",
+                     "If it is CT stored without its rescale intercept, subtract 1024; if it is an MR image, "
+                     "use it with an MR measurement; or state the units explicitly (units='HU' or 'mu').")
+
+
+def load_prior(prior, measurement, *, units: str = "auto") -> np.ndarray:
+    """The prior image on the measurement's grid, in physics units, float32 [nz, ny, nx].
+
+    prior: a file path (anything SimpleITK reads), an (array, ImageGrid) pair, or an array already
+           on the measurement grid (shape grid.shape).
+    CT: HU are converted to μ (1/mm) with the measurement's `mu_water_per_mm` (default
+        MU_WATER_PER_MM) and clipped at 0. units: "auto" (guess from the value range), "HU" or "mu".
+    MR: magnitude divided by its 99.9th percentile and clipped to [0, 1] (robust to a few very
+        bright voxels).
+    A prior on another grid is resampled (linear) onto the measurement grid; outside its extent it
+    counts as air (CT) or 0 (MR). InputError when it covers less than MIN_PRIOR_OVERLAP of the
+    grid, when a 2D prior meets a 3D measurement, or when a CT prior's values fit no unit.
+    """
+    dst = measurement.grid
+    if isinstance(prior, (str, os.PathLike)):
+        array, src = read_volume(prior)
+    elif isinstance(prior, tuple) and len(prior) == 2 and isinstance(prior[1], ImageGrid):
+        array, src = np.asarray(prior[0]), prior[1]
+    else:
+        array, src = np.asarray(prior), dst
+        if array.ndim == 2 and dst.is_2d:
+            array = array[None]
+        if array.shape != dst.shape:
+            raise InputError("prior", f"array shape {list(array.shape)} differs from the measurement grid "
+                             f"{list(dst.shape)} (nz, ny, nx) and no grid was given.",
+                             "Pass (array, ImageGrid) or a volume file so the prior can be resampled.")
+    if array.ndim == 2 and src.is_2d:
+        array = array[None]
+    if array.shape != src.shape:
+        raise InputError("prior", f"array shape {list(array.shape)} does not match its grid {list(src.shape)}.")
+    if np.iscomplexobj(array):
+        if measurement.modality == "CT":
+            raise InputError("prior", "a complex image cannot be a CT prior.", "Give a CT volume in HU or 1/mm.")
+        array = np.abs(array)
+    array = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(array)):
+        raise InputError("prior", "contains NaN or Inf values.", "Fill them (e.g. with air) before using the image.")
+    if src.is_2d and not dst.is_2d:
+        raise InputError("prior", "is a 2D image but the measurement is 3D.", "Give a 3D prior volume.")
+    covered = overlap_fraction(src, dst)
+    if covered < MIN_PRIOR_OVERLAP:
+        raise InputError("prior", f"covers only {100 * covered:.0f}% of the measurement grid (their physical "
+                         "extents barely overlap: different origin, direction or patient position).",
+                         "Register the prior to the new scan (e.g. to a quick FBP/FDK of it) or fix its origin.")
+
+    if measurement.modality == "CT":
+        if units == "auto":
+            units = _ct_prior_units(array)
+        if units not in ("HU", "mu"):
+            raise InputError("units", f"must be 'auto', 'HU' or 'mu', got {units!r}.")
+        mu_water = measurement.mu_water_per_mm or MU_WATER_PER_MM
+        mu = hu_to_mu(array, mu_water).astype(np.float32) if units == "HU" else array
+        out = mu if _grids_equal(src, dst) else resample_to_grid(mu, src, dst, default=0.0)
+        return np.clip(out, 0.0, None).astype(np.float32)
+
+    out = array if _grids_equal(src, dst) else resample_to_grid(array, src, dst, default=0.0)
+    out = np.abs(out)
+    scale = float(np.percentile(out, 99.9))
+    if scale <= 0:
+        raise InputError("prior", "is zero (after resampling onto the measurement grid).",
+                         "Check that the prior shows the same anatomy as the measurement.")
+    return np.clip(out / scale, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,121 @@
+"""ADMM for INR reconstruction: split z = raster(f) so the physics and the network are solved apart.
+
+    min_f ‖A raster(f) − y‖²   ⇔   min_{f,z} ‖A z − y‖²  s.t.  z = raster(f)
+
+Scaled-dual ADMM, inexact inner solves:
+    z ← argmin_z ‖A z − y‖² + ρ/2 ‖z − raster(f) + u‖²     (a few warm-started CGLS steps)
+    f ← Adam steps on ‖raster(f) − (z + u)‖²                 (an image-space fit: no operator)
+    u ← u + z − raster(f)
+The z-step sees the physics through CGLS (fast on the least-squares part, which gradient descent
+through a network struggles with); the network only does image regression, which it is good at.
+Everything here works in the caller's normalised units, real (CT) or complex (MR) tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+
+def _dot(a, b) -> torch.Tensor:
+    return torch.real(torch.vdot(a.reshape(-1), b.reshape(-1)))
+
+
+@torch.no_grad()
+def cgls(forward: Callable, adjoint: Callable, y: torch.Tensor, x0: torch.Tensor, n_iter: int,
+         damping: float = 0.0, anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """Conjugate gradients on min_x ‖A x − y‖² + damping ‖x − anchor‖², started at x0.
+
+    forward/adjoint: A and Aᴴ on tensors; returns x with x0's shape. damping = 0 gives plain CGLS."""
+    x = x0.clone()
+    r = y - forward(x)
+    d = (anchor - x) if (damping > 0 and anchor is not None) else torch.zeros_like(x)
+    s = adjoint(r) + damping * d
+    p = s.clone()
+    gamma = _dot(s, s)
+    for _ in range(int(n_iter)):
+        if gamma <= 1e-30:
+            break
+        q = forward(p)
+        denom = _dot(q, q) + damping * _dot(p, p)
+        if denom <= 0:
+            break
+        alpha = gamma / denom
+        x += alpha * p
+        r -= alpha * q
+        d -= alpha * p
+        s = adjoint(r) + damping * d
+        gamma_new = _dot(s, s)
+        p = s + (gamma_new / gamma) * p
+        gamma = gamma_new
+    return x
+
+
+@torch.no_grad()
+def operator_norm_sq(forward: Callable, adjoint: Callable, like: torch.Tensor, n_iter: int = 15, seed: int = 0) -> float:
+    """‖A‖² (largest eigenvalue of AᴴA) by power iteration from a seeded random start."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(like.shape, generator=gen, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
+    value = 1.0
+    for _ in range(n_iter):
+        x = x / x.abs().pow(2).sum().sqrt().clamp_min(1e-30)
+        x = adjoint(forward(x))
+        value = float(x.abs().pow(2).sum().sqrt())
+    return value
+
+
+def admm_fit(raster: Callable[[], torch.Tensor], optimizer, scheduler, forward: Callable, adjoint: Callable,
+             y: torch.Tensor, *, total_steps: int, adam_steps: int = 50, cgls_steps: int = 50, rho: float = 0.1,
+             regulariser: Callable | None = None, report: Callable | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> tuple[int, bool, dict]:
+    """Run ADMM until `total_steps` Adam steps of the network are done.
+
+    raster(): the field on the grid (normalised units, autograd-aware). rho is relative to ‖A‖², so
+    one value works across geometries. regulariser(image) -> scalar is added to the image fit.
+    report(step, loss, **extra) is called after every Adam step; extra carries primal_residual and
+    dual_residual (relative) after the last step of each outer iteration.
+    Returns (steps done, stopped early?, last residuals)."""
+    with torch.no_grad():
+        f = raster().detach()
+    rho_abs = float(rho) * operator_norm_sq(forward, adjoint, f)
+    z = f.clone()
+    u = torch.zeros_like(f)
+    step = 0
+    residuals = {}
+    outer = math.ceil(total_steps / max(int(adam_steps), 1))
+    for _ in range(outer):
+        # ρ/2‖z − (f − u)‖²: CGLS damping ρ/2 with anchor f − u.
+        z = cgls(forward, adjoint, y, z, cgls_steps, damping=rho_abs / 2, anchor=f - u)
+        target = z + u
+        n_inner = min(int(adam_steps), total_steps - step)
+        for k in range(n_inner):
+            optimizer.zero_grad(set_to_none=True)
+            image = raster()
+            diff = image - target
+            loss = (diff.real ** 2 + diff.imag ** 2).mean() if diff.is_complex() else (diff ** 2).mean()
+            if regulariser is not None:
+                loss = loss + regulariser(image)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            extra = {}
+            if k == n_inner - 1:
+                with torch.no_grad():
+                    f_new = raster().detach()
+                    u += z - f_new
+                    zn = float(z.abs().pow(2).sum().sqrt().clamp_min(1e-30))
+                    residuals = {"primal_residual": float((z - f_new).abs().pow(2).sum().sqrt()) / zn,
+                                 "dual_residual": float((f_new - f).abs().pow(2).sum().sqrt()) / zn}
+                    f = f_new
+                extra = residuals
+            if report is not None:
+                report(step, float(loss.detach()), **extra)
+            if should_stop():
+                return step, True, residuals
+        if step >= total_steps:
+            break
+    return step, False, residuals

@@ -1,0 +1,382 @@
+"""Classical MR reconstructions, the baselines every INR result is compared with.
+
+- `adjoint`: density-compensated adjoint NUFFT (non-Cartesian) or zero-filled inverse FFT
+  (Cartesian), coil-combined, scaled to the data by least squares.
+- `cgsense`: conjugate gradients on (AᴴA + λI) x = Aᴴy (CG-SENSE).
+- `tv`: ½‖Ax − y‖² + λ TV(x) by Chambolle–Pock PDHG with a diagonal k-space preconditioner.
+
+All share the registry signature `fn(measurement, *, prior, config, iterations, device, monitor)`
+and return complex64 [n_frames, nz, ny, nx] on the measurement grid. Regularisation weights are
+*relative*: the data and the operator are normalised first (see `_Problem`), so one default works
+across image sizes, spoke counts, coil counts and signal scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..physics.mr_geometry import MRGeometry
+from ..physics.mr_operator import MROperator
+from ..physics.mr_sampling import density_compensation
+from .monitor import Monitor
+from .result import ReconResult
+
+ADJOINT_DEFAULTS = {"density_compensation": True, "scale": "least-squares"}
+CGSENSE_DEFAULTS = {"lambda": 0.0, "dcf_weighting": False, "tolerance": 1e-6, "toeplitz": True}
+TV_DEFAULTS = {"lambda": 2e-4, "temporal_weight": None, "precondition": True, "init": "adjoint", "step": 10.0}
+CGSENSE_ITERATIONS = 30
+TV_ITERATIONS = 200
+
+
+# ---- shared set-up -----------------------------------------------------------------------------
+def _unknown_keys(config: dict, defaults: dict, method: str) -> dict:
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise InputError("config", f"{method} does not know the option(s) {unknown}.",
+                         f"Known options: {sorted(defaults)}.")
+    return {**defaults, **config}
+
+
+def _data(measurement, op: MROperator, device) -> torch.Tensor:
+    y = np.asarray(measurement.data)
+    if tuple(y.shape) != tuple(op.data_shape):
+        raise InputError("/data", f"has shape {list(y.shape)}, the geometry and grid need {list(op.data_shape)} "
+                         "[n_frames, n_coils, n_samples].",
+                         "Check that the coil maps, the mask/trajectory and the data belong together.")
+    return torch.as_tensor(np.ascontiguousarray(y, dtype=np.complex64), device=device)
+
+
+def _check_mr(measurement):
+    if measurement.modality != "MR" or not isinstance(measurement.geometry, MRGeometry):
+        raise InputError("modality", f"this method reconstructs MR data, got {measurement.modality}.",
+                         "Use a CT method (fbp, sirt, cgls, tv) for CT data.")
+    y = np.asarray(measurement.data)
+    if y.ndim != 3:
+        raise InputError("/data", f"has shape {list(y.shape)}, MR data must be [n_frames, n_coils, n_samples].")
+    geo = measurement.geometry
+    if geo.coil_maps is None and y.shape[1] != 1:
+        return y.shape[1]  # several coils without maps
+    return 0
+
+
+def _dcf(measurement, op: MROperator, device) -> torch.Tensor | None:
+    """The stored density compensation, else Pipe–Menon (None for Cartesian data)."""
+    if op.type == "cartesian":
+        return None
+    geo = measurement.geometry
+    if geo.dcf is not None:
+        dcf = np.asarray(geo.dcf, dtype=np.float32)
+        if dcf.shape != (op.n_frames, op.n_samples):
+            raise InputError("/geometry/dcf", f"has shape {list(dcf.shape)}, expected {[op.n_frames, op.n_samples]} "
+                             "[n_frames, n_samples].", "Remove it to have it computed, or store one weight per sample.")
+        return torch.as_tensor(dcf, device=device)
+    return density_compensation(op.omega, op.im_size)
+
+
+def _single_coil_geometry(geo: MRGeometry, maps=None) -> MRGeometry:
+    return MRGeometry(geo.type, mask=geo.mask, trajectory=geo.trajectory, coil_maps=maps, dcf=geo.dcf,
+                      frame_times_s=geo.frame_times_s)
+
+
+def _coil_images(measurement, device, dcf_on: bool = True):
+    """Per-coil density-compensated adjoint images [n_coils, n_frames, nz, ny, nx] for data
+    without coil maps, and the single-coil operator used."""
+    op = MROperator(_single_coil_geometry(measurement.geometry), measurement.grid, device)
+    y_all = torch.as_tensor(np.ascontiguousarray(measurement.data, dtype=np.complex64), device=device)
+    expect = (op.n_frames, y_all.shape[1], op.n_samples)
+    if tuple(y_all.shape) != expect:
+        raise InputError("/data", f"has shape {list(y_all.shape)}, the geometry and grid need {list(expect)}.")
+    dcf = _dcf(measurement, op, device) if dcf_on else None
+    imgs = []
+    for c in range(y_all.shape[1]):
+        yc = y_all[:, c:c + 1]
+        imgs.append(op.adjoint(yc if dcf is None else yc * dcf[:, None, :]))
+    return torch.stack(imgs), op, y_all
+
+
+def estimate_coil_maps(measurement, device="cpu", width: float = 0.1) -> np.ndarray:
+    """Coil maps for multi-coil data stored without them, complex64 [n_coils, nz, ny, nx].
+
+    Low-resolution coil images (density-compensated adjoints, averaged over frames, Gaussian
+    low-pass with `width` x the k-space extent) divided by their root sum of squares: smooth
+    maps with sum |S|^2 = 1 that hold the coil phases. Cruder than ESPIRiT, enough for
+    CG-SENSE and TV on simulated or well-behaved data."""
+    imgs, _, _ = _coil_images(measurement, device)
+    imgs = imgs.mean(dim=1)  # [C, nz, ny, nx]
+    dims = tuple(d for d in (-3, -2, -1) if imgs.shape[d] > 1)
+    k = torch.fft.fftshift(torch.fft.fftn(imgs, dim=dims), dim=dims)
+    win = torch.ones(imgs.shape[1:], device=imgs.device)
+    for d in dims:
+        n = imgs.shape[d]
+        f = torch.exp(-0.5 * ((torch.arange(n, device=imgs.device) - n // 2) / (width * n)) ** 2)
+        shape = [1, 1, 1]
+        shape[d] = n
+        win = win * f.reshape(shape)
+    low = torch.fft.ifftn(torch.fft.ifftshift(k * win, dim=dims), dim=dims)
+    rss = torch.sqrt((low.abs() ** 2).sum(dim=0, keepdim=True)).clamp_min(1e-12)
+    return (low / rss).to(torch.complex64).cpu().numpy()
+
+
+def _with_maps(measurement, device):
+    """The measurement itself, or a copy whose geometry holds estimated coil maps."""
+    if _check_mr(measurement):
+        maps = estimate_coil_maps(measurement, device)
+        geo = _single_coil_geometry(measurement.geometry, maps)
+        return type(measurement)(measurement.modality, measurement.data, measurement.grid, geo,
+                                 dict(measurement.attrs)), True
+    return measurement, False
+
+
+def _sense_combine(x: torch.Tensor, op: MROperator) -> torch.Tensor:
+    """Σ conj(S) x has already been formed by the adjoint; divide by Σ|S|² where coils see."""
+    if op.smaps is None:
+        return x
+    power = (op.smaps.abs() ** 2).sum(dim=0)
+    inside = power > 1e-6 * power.max()
+    return torch.where(inside, x / torch.where(inside, power, torch.ones_like(power)), torch.zeros_like(x))
+
+
+def _ls_scale(ax: torch.Tensor, y: torch.Tensor) -> float:
+    """Real α minimising ‖α Ax − y‖²: puts a reconstruction on the scale of the data."""
+    den = float((ax.abs() ** 2).sum())
+    return float(torch.vdot(ax.flatten(), y.flatten()).real) / den if den > 0 else 1.0
+
+
+def _power_norm(normal, shape, device, n_iter: int = 20, seed: int = 0) -> float:
+    """Largest eigenvalue of the self-adjoint non-negative map `normal` by power iteration."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(shape, generator=g, dtype=torch.complex64).to(device)
+    v /= v.norm()
+    lam = 1.0
+    for _ in range(n_iter):
+        w = normal(v)
+        lam = float(w.norm())
+        if lam == 0:
+            return 1.0
+        v = w / lam
+    return lam
+
+
+def _gridding(measurement, op, y, dcf):
+    """Density-compensated (or zero-filled) adjoint, SENSE-combined, least-squares scaled."""
+    x = _sense_combine(op.adjoint(y if dcf is None else y * dcf[:, None, :]), op)
+    return x * _ls_scale(op(x), y)
+
+
+def _result(x, iterations, cancelled, monitor, config, **extra) -> ReconResult:
+    return ReconResult(image=x.detach().to(torch.complex64).cpu().numpy(), config=dict(config),
+                       iterations=int(iterations), cancelled=bool(cancelled), history=list(monitor.history),
+                       extra=extra)
+
+
+# ---- adjoint -------------------------------------------------------------------------------
+def adjoint(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None) -> ReconResult:
+    """Density-compensated adjoint NUFFT / zero-filled inverse FFT, coil-combined.
+
+    With coil maps: SENSE-style Σ conj(S_c) x_c / Σ|S_c|²; several coils without maps: root sum
+    of squares of the coil images (real, non-negative). `scale = "least-squares"` multiplies by
+    the real α minimising ‖α A x − y‖² (the DCF's own scale is then irrelevant); "none" keeps
+    the raw adjoint. config: density_compensation (bool, non-Cartesian only), scale."""
+    cfg = _unknown_keys(dict(config or {}), ADJOINT_DEFAULTS, "adjoint")
+    monitor = monitor or Monitor()
+    device = torch.device(device)
+    n_uncombined = _check_mr(measurement)
+    with torch.no_grad():
+        if n_uncombined:
+            imgs, op, y_all = _coil_images(measurement, device, cfg["density_compensation"])
+            if cfg["scale"] == "least-squares":
+                num = sum(float(torch.vdot(op(im).flatten(), y_all[:, c:c + 1].flatten()).real)
+                          for c, im in enumerate(imgs))
+                den = sum(float((op(im).abs() ** 2).sum()) for im in imgs)
+                imgs = imgs * (num / den if den > 0 else 1.0)
+            x = torch.sqrt((imgs.abs() ** 2).sum(dim=0)).to(torch.complex64)
+            residual = float("nan")
+        else:
+            op = MROperator(measurement.geometry, measurement.grid, device)
+            y = _data(measurement, op, device)
+            dcf = _dcf(measurement, op, device) if cfg["density_compensation"] else None
+            x = _sense_combine(op.adjoint(y if dcf is None else y * dcf[:, None, :]), op)
+            if cfg["scale"] == "least-squares":
+                x = x * _ls_scale(op(x), y)
+            elif cfg["scale"] != "none":
+                raise InputError("config scale", f"must be 'least-squares' or 'none', got {cfg['scale']!r}.")
+            residual = float((op(x) - y).norm() / y.norm().clamp_min(1e-30))
+    monitor.report("adjoint", 1, 1, loss=residual, current=lambda: x.cpu().numpy())
+    return _result(x, 1, False, monitor, cfg, relative_residual=residual)
+
+
+# ---- CG-SENSE ------------------------------------------------------------------------------
+def cgsense(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None) -> ReconResult:
+    """CG-SENSE: conjugate gradients on (Aᴴ W A + λ_eff I) x = Aᴴ W y from x = 0.
+
+    W = I (plain least squares, default) or, with `dcf_weighting` (non-Cartesian), the density
+    compensation: faster convergence in few iterations, at the price of a noise-suboptimal
+    weighted problem. `lambda` is relative: λ_eff = lambda * ‖AᴴWA‖ (power iteration), so 1e-3
+    means "Tikhonov at 0.1% of the largest eigenvalue". Without regularisation the iteration
+    count itself regularises (semi-convergence); the default is 30. Stops early when the
+    normal-equation residual falls below `tolerance` relative to ‖AᴴWy‖.
+    Multi-coil data without coil maps: maps are estimated (`estimate_coil_maps`)."""
+    cfg = _unknown_keys(dict(config or {}), CGSENSE_DEFAULTS, "cgsense")
+    monitor = monitor or Monitor()
+    device = torch.device(device)
+    n_iter = int(iterations or CGSENSE_ITERATIONS)
+    measurement, estimated = _with_maps(measurement, device)
+    with torch.no_grad():
+        op = MROperator(measurement.geometry, measurement.grid, device, toeplitz=bool(cfg["toeplitz"]))
+        y = _data(measurement, op, device)
+        w = _dcf(measurement, op, device) if (cfg["dcf_weighting"] and op.type != "cartesian") else None
+
+        def normal(v):
+            return op.normal(v, dcf=w)
+
+        lam = 0.0
+        if float(cfg["lambda"]) > 0:
+            lam = float(cfg["lambda"]) * _power_norm(normal, op.image_shape, device)
+        b = op.adjoint(y if w is None else y * w[:, None, :])
+        x = torch.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rs = float(torch.vdot(r.flatten(), r.flatten()).real)
+        b_norm = max(rs ** 0.5, 1e-30)
+        done, cancelled = 0, False
+        for it in range(1, n_iter + 1):
+            ap = normal(p) + lam * p
+            alpha = rs / max(float(torch.vdot(p.flatten(), ap.flatten()).real), 1e-30)
+            x = x + alpha * p
+            r = r - alpha * ap
+            rs_new = float(torch.vdot(r.flatten(), r.flatten()).real)
+            done = it
+            rel = rs_new ** 0.5 / b_norm
+            monitor.report("cgsense", it, n_iter, loss=rel, current=lambda: x.cpu().numpy())
+            if monitor.stop_requested():
+                cancelled = True
+                break
+            if rel < float(cfg["tolerance"]):
+                break
+            p = r + (rs_new / rs) * p
+            rs = rs_new
+    return _result(x, done, cancelled, monitor, cfg, lambda_effective=lam, estimated_coil_maps=estimated)
+
+
+# ---- TV (PDHG) -----------------------------------------------------------------------------
+def _grad(u: torch.Tensor, axes) -> torch.Tensor:
+    """Forward differences along `axes` with a zero last row (Neumann), stacked first."""
+    out = []
+    for a in axes:
+        d = torch.zeros_like(u)
+        n = u.shape[a]
+        d.narrow(a, 0, n - 1).copy_(u.narrow(a, 1, n - 1) - u.narrow(a, 0, n - 1))
+        out.append(d)
+    return torch.stack(out)
+
+
+def _grad_adjoint(q: torch.Tensor, axes) -> torch.Tensor:
+    """Adjoint of `_grad` (minus the divergence)."""
+    out = torch.zeros_like(q[0])
+    for qa, a in zip(q, axes):
+        n = qa.shape[a]
+        out.narrow(a, 0, n - 1).sub_(qa.narrow(a, 0, n - 1))
+        out.narrow(a, 1, n - 1).add_(qa.narrow(a, 0, n - 1))
+    return out
+
+
+def _tv_value(du: torch.Tensor, dt: torch.Tensor | None, wt: float) -> float:
+    val = float(torch.sqrt((du.abs() ** 2).sum(dim=0)).sum())
+    if dt is not None:
+        val += wt * float(dt.abs().sum())
+    return val
+
+
+def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None) -> ReconResult:
+    """Total-variation reconstruction: min_x ½‖Ax − y‖² + λ_eff [TV_s(x) + w_t TV_t(x)].
+
+    TV_s: isotropic spatial TV of the complex image, per frame (Σ_voxels sqrt(Σ_axes |∇x|²));
+    TV_t: anisotropic temporal TV Σ |x_{f+1} − x_f| (dynamic data, weight `temporal_weight`;
+    default 0 for one frame, 1 for several).
+
+    Relative λ: the problem is solved for u = x / s with A_n = A / sqrt(L), L = ‖AᴴA‖ (power
+    iteration) and s = the 99th percentile of |gridding reconstruction|; then
+    ½‖A_n u − y_n‖² + lambda·TV(u) is the same problem as above with λ_eff = lambda·L·s. The
+    default lambda = 2e-4 was tuned on a 256² brain slice with 40 golden-angle spokes (1 and 8
+    coils) and is fine on 64² phantoms; raise it for noisier data.
+
+    Algorithm: Chambolle–Pock PDHG with K = [A_n; ∇_s; ∇_t], G = 0. With `precondition`
+    (non-Cartesian), the k-space dual step is diagonal, proportional to the density
+    compensation (Pock & Chambolle 2011 diagonal preconditioning; Ong et al. 2019 for MRI): it
+    solves the *unweighted* problem above, only faster. Starts from the gridding image
+    (`init = "adjoint"`) or zero (`"zero"`). Default 200 iterations. `step` is the primal
+    step τ (the dual steps follow from τ(σ_p + σ_q‖∇‖²) = 1); τ = 10 converged best in 200
+    iterations on the 256² brain (34.4 dB vs 32.5 dB with τ = 1, 30.8 dB with τ = 0.3)."""
+    cfg = _unknown_keys(dict(config or {}), TV_DEFAULTS, "tv")
+    monitor = monitor or Monitor()
+    device = torch.device(device)
+    n_iter = int(iterations or TV_ITERATIONS)
+    measurement, estimated = _with_maps(measurement, device)
+    with torch.no_grad():
+        op = MROperator(measurement.geometry, measurement.grid, device)
+        y = _data(measurement, op, device)
+        dcf = _dcf(measurement, op, device)
+        lam = float(cfg["lambda"])
+        if lam < 0:
+            raise InputError("config lambda", f"must be >= 0, got {lam}.")
+        wt = cfg["temporal_weight"]
+        wt = (1.0 if op.n_frames > 1 else 0.0) if wt is None else float(wt)
+        use_t = op.n_frames > 1 and wt > 0
+
+        x0 = _gridding(measurement, op, y, dcf)
+        s = float(torch.quantile(x0.abs().flatten()[:: max(1, x0.numel() // 1_000_000)], 0.99))
+        s = s if s > 0 else 1.0
+        big_l = _power_norm(op.normal, op.image_shape, device)
+        scale_a = big_l ** -0.5
+        y_n = y * (scale_a / s)
+
+        # k-space dual step: proportional to the DCF, normalised so that ‖W^½ A_n‖ = 1
+        if cfg["precondition"] and dcf is not None:
+            l_w = _power_norm(lambda v: op.normal(v, dcf=dcf), op.image_shape, device) * scale_a ** 2
+            w = (dcf / l_w)[:, None, :]
+        else:
+            w = torch.ones((1, 1, 1), device=device)
+        axes = [a for a in (1, 2, 3) if op.image_shape[a] > 1]
+        d_norm2 = 4.0 * len(axes) + (4.0 if use_t else 0.0)
+        # step sizes: τ (σ_p + σ_q ‖D‖²) ≤ 1 with the weighted ‖W^½ A_n‖ = 1, split evenly
+        # between the data and TV duals; τ itself is the tuned `step`
+        tau = float(cfg["step"])
+        sigma_p = 0.5 / tau
+        sigma_q = 0.5 / (tau * d_norm2)
+        sp = sigma_p * w
+
+        u = x0 / s if cfg["init"] == "adjoint" else torch.zeros_like(x0)
+        u_bar = u.clone()
+        p = torch.zeros_like(y)
+        q = torch.zeros((len(axes),) + tuple(u.shape), dtype=u.dtype, device=device)
+        r = torch.zeros_like(u[1:]) if use_t else None
+        done, cancelled = 0, False
+        for it in range(1, n_iter + 1):
+            au = op(u_bar) * scale_a
+            p = (p + sp * (au - y_n)) / (1.0 + sp)
+            du = _grad(u_bar, axes)
+            q = q + sigma_q * du
+            q = q / torch.clamp(torch.sqrt((q.abs() ** 2).sum(dim=0, keepdim=True)) / max(lam, 1e-30), min=1.0)
+            dt = None
+            if use_t:
+                dt = u_bar[1:] - u_bar[:-1]
+                r = r + sigma_q * dt
+                r = r / torch.clamp(r.abs() / max(lam * wt, 1e-30), min=1.0)
+            step = op.adjoint(p) * scale_a + _grad_adjoint(q, axes)
+            if use_t:
+                step[:-1] -= r
+                step[1:] += r
+            u_new = u - tau * step
+            u_bar = 2.0 * u_new - u
+            u = u_new
+            done = it
+            loss = 0.5 * float((au - y_n).norm() ** 2) + lam * _tv_value(du, dt, wt)
+            monitor.report("tv", it, n_iter, loss=loss, current=lambda: (u * s).cpu().numpy())
+            if monitor.stop_requested():
+                cancelled = True
+                break
+        x = u * s
+    return _result(x, done, cancelled, monitor, cfg, lambda_effective=lam * big_l * s, operator_norm=big_l,
+                   image_scale=s, temporal_weight=wt, estimated_coil_maps=estimated)

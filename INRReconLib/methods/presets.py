@@ -1,0 +1,153 @@
+"""Reconstruction configs as data: named presets (INRReconLib/presets/*.json) plus user overrides.
+
+A config is a flat dict of fitting settings with one nested "field" (tiny-cuda-nn style
+encoding/network description) and one nested "admm". It is saved next to every result, so a run
+can be reproduced and two runs diffed. Keys:
+
+  preset            name of the preset the config started from
+  field             {"encoding": {...}, "network": {...}, "backend": "auto"}
+  embed_iterations  prior-embedding Adam steps (NeRP only);  embed_lr: their learning rate
+  iterations        data-fitting steps (for ADMM: INR Adam steps in total); lr: their learning rate
+  schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"
+  loss              "l2" | "l1" | "fls" (CT) | "rel_l2" (MR k-space); rel_l2_eps, fls_window
+  optimizer         "adam" | "admm";  admm: {"adam_steps", "cgls_steps", "rho"}
+  tv_weight         weight of a total-variation term on the normalised image (0 = off)
+  subsets           CT ordered subsets of views: one subset per step (1 = all views)
+  points_per_chunk  evaluate the field in chunks of this many points with gradient checkpointing
+                    (0 = all at once); lowers GPU memory for 3D
+  seed              torch seed for anything random outside the field (subset order)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+DEFAULT_PRESET = {"CT": "hash-ct", "MR": "hash-mr"}
+ADMM_KEYS = {"adam_steps", "cgls_steps", "rho"}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError("config", f"cannot read {path}: {exc.strerror}.", "Give an existing JSON or YAML file.")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+        raise InputError("config", f"{path} is not valid {path.suffix[1:].upper() or 'JSON'}: {exc}.")
+    if not isinstance(data, dict):
+        raise InputError("config", f"{path} must hold a mapping of settings, got {type(data).__name__}.")
+    return data
+
+
+def _preset(name: str) -> dict:
+    path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        raise InputError("preset", f"unknown preset {name!r}.", f"Use one of: {', '.join(preset_names())}.")
+    cfg = _read_file(path)
+    cfg["preset"] = name
+    return cfg
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        name = f"{where}{key}"
+        if key not in out:
+            raise InputError(name, "unknown config key.", f"Known keys here: {', '.join(sorted(out))}.")
+        if key == "field":
+            out[key] = _merge_field(out[key], value)
+        elif key == "admm":
+            if not isinstance(value, dict):
+                raise InputError(name, "must be a mapping.")
+            for k in value:
+                if k not in ADMM_KEYS:
+                    raise InputError(f"{name}.{k}", "unknown config key.", f"Known: {', '.join(sorted(ADMM_KEYS))}.")
+            out[key].update(copy.deepcopy(value))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_field(base: dict, override: dict) -> dict:
+    """Encoding/network sections merge key by key, unless the override changes the otype: then its
+    section replaces the preset's (a HashGrid has no sigma). Keys are checked when the field is built."""
+    if not isinstance(override, dict):
+        raise InputError("field", "must be a mapping with 'encoding' and 'network'.")
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key in ("encoding", "network"):
+            if not isinstance(value, dict):
+                raise InputError(f"field.{key}", "must be a mapping.")
+            if value.get("otype", out[key].get("otype")) != out[key].get("otype"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key].update(copy.deepcopy(value))
+        elif key == "backend":
+            out[key] = value
+        else:
+            raise InputError(f"field.{key}", "unknown config key.", "Known keys here: backend, encoding, network.")
+    return out
+
+
+def load_config(spec=None, overrides: dict | None = None, modality: str = "CT") -> dict:
+    """The full config for a run.
+
+    spec: a preset name ("nerp-ct"), a path to a JSON/YAML file, a dict, or None. A dict or file may
+    name its base in "preset" (default: the modality's default preset, hash-ct / hash-mr) and
+    overrides any of its keys. `overrides` (dict) is applied last. Unknown keys raise InputError
+    naming the key."""
+    if spec is None:
+        spec = {}
+    if isinstance(spec, (str, os.PathLike)):
+        s = str(spec)
+        if s in preset_names():
+            spec = {"preset": s}
+        elif os.path.splitext(s)[1].lower() in (".json", ".yaml", ".yml") or os.path.exists(s):
+            spec = _read_file(Path(s))
+        else:
+            raise InputError("config", f"{s!r} is neither a preset nor a file.",
+                             f"Use a preset ({', '.join(preset_names())}) or a .json/.yaml path.")
+    if not isinstance(spec, dict):
+        raise InputError("config", f"must be a preset name, a file or a mapping, got {type(spec).__name__}.")
+    if modality not in DEFAULT_PRESET:
+        raise InputError("modality", f"must be CT or MR, got {modality!r}.")
+    spec = dict(spec)
+    name = spec.pop("preset", None) or DEFAULT_PRESET[modality]
+    if not isinstance(name, str):
+        raise InputError("preset", f"must be a preset name, got {name!r}.")
+    config = _merge(_preset(name), spec, "")
+    if overrides:
+        config = _merge(config, dict(overrides), "")
+    return config
+
+
+def save_config(config: dict, path) -> None:
+    """Write `config` as indented JSON, atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,403 @@
+"""One reconstruction job, start to finish, in this process.
+
+`run_job` is the single code path behind both the background worker (`python -m
+INRReconLib.worker`, which wires stdout/stdin/SIGTERM to it) and `inrrecon reconstruct` (which
+passes an `emit` that draws a progress bar). It never raises for a failed job: it emits an
+`error` event and returns it, so every caller handles failures the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DeviceError, InputError
+from ..methods.monitor import Monitor
+from .events import (PROTOCOL_VERSION, atomic_save_npy, atomic_write_text, error_from_exception,
+                     preview_payload, to_jsonable)
+from .job import check_job
+
+log = logging.getLogger("INRReconLib.worker")
+
+CHECKPOINT_FILE = "checkpoint.npy"
+CHECKPOINT_INFO_FILE = "checkpoint.json"
+PREVIEWS_KEPT = 3  # older preview files are deleted; a reader may still be loading the last ones
+PROGRESS_MIN_INTERVAL_S = 0.1  # progress lines are thinned to ~10 per second (first/last always)
+
+Emit = Callable[[dict], None]
+
+
+def run_job(job: dict, job_dir, emit: Emit, stop: threading.Event) -> dict:
+    """Run the job and emit its events; returns the final event (`result` or `error`).
+
+    job: as from `load_job` (checked again here, so a hand-built dict works too).
+    job_dir: folder for previews, the checkpoint and relative paths.
+    emit: called with each event dict, from this thread.
+    stop: set it (from any thread) to stop at the next iteration and keep the partial result.
+    """
+    job_dir = Path(job_dir)
+    t0 = time.perf_counter()
+    try:
+        job = check_job(job, job_dir)
+        device, device_info = resolve_device(job["device"])
+        emit({"event": "started", "protocol": PROTOCOL_VERSION, "pid": os.getpid(), "device": str(device),
+              **device_info, "versions": library_versions(), "method": job["method"],
+              "measurement": job["measurement"], "output": job["output"],
+              "ignored_keys": job["ignored_keys"]})
+        final = _reconstruct_and_save(job, job_dir, device, emit, stop, t0)
+    except Exception as exc:  # every failure becomes an event; KeyboardInterrupt still propagates
+        final = error_from_exception(exc)
+        checkpoint = job_dir / CHECKPOINT_FILE
+        if checkpoint.is_file():
+            final["checkpoint"] = str(checkpoint)
+        log.error("job failed (%s): %s\n%s", final["kind"], final["message"], final["detail"])
+    emit(final)
+    return final
+
+
+def resolve_device(requested: str):
+    """("auto" | "cpu" | "cuda" | "cuda:N") -> (torch.device, fields for the `started` event).
+
+    Raises DeviceError("no-gpu") when CUDA is asked for and there is none."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    info = {"device_requested": requested}
+    if requested == "auto":
+        if cuda:
+            device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            device = torch.device("cpu")
+            info["cpu_fallback"] = True
+            info["note"] = ("No CUDA GPU is available to this Python (torch " + torch.__version__ +
+                            "); running on the CPU, which is much slower for INR methods.")
+    elif requested == "cpu":
+        device = torch.device("cpu")
+    else:
+        device = torch.device(requested if ":" in requested else "cuda")
+        if not cuda:
+            raise DeviceError("no-gpu", f"Device {requested!r} was requested but this Python's torch "
+                                        f"({torch.__version__}) sees no CUDA GPU. Choose device 'auto' or "
+                                        "'cpu', or install a CUDA build of PyTorch and the GPU driver.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError("no-gpu", f"Device {requested!r} was requested but only "
+                                        f"{torch.cuda.device_count()} CUDA device(s) exist.")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["device_name"] = props.name
+        info["device_memory_gb"] = round(props.total_memory / 2**30, 2)
+    else:
+        info["device_name"] = "cpu"
+        info["threads"] = torch.get_num_threads()
+    return device, info
+
+
+def library_versions() -> dict:
+    """Versions of what the reconstruction runs on; read from package metadata where possible so
+    that optional GPU libraries are not imported just to be named."""
+    import torch
+    from importlib import metadata
+
+    def dist_version(*names):
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {"python": sys.version.split()[0], "inrrecon": __version__, "numpy": np.__version__,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+            "tinycudann": dist_version("tinycudann", "tiny-cuda-nn"),
+            "astra": dist_version("astra-toolbox", "astra_toolbox"),
+            "torchkbnufft": dist_version("torchkbnufft")}
+
+
+class WorkerMonitor(Monitor):
+    """Turns a method's per-iteration reports into progress and preview events, and the stop
+    flag into `stop_requested()`.
+
+    display: maps the method's current image (physics units) to a real [nz, ny, nx] array in the
+    units the output will have (HU, 1/mm or MR magnitude)."""
+
+    def __init__(self, emit: Emit, stop: threading.Event, job_dir: Path, grid, preview_every: int,
+                 preview_mode: str, display: Callable[[np.ndarray], np.ndarray], t0: float,
+                 info: Optional[dict] = None):
+        super().__init__()
+        self.emit, self.stop, self.job_dir, self.grid = emit, stop, Path(job_dir), grid
+        self.preview_every, self.preview_mode, self.display, self.t0 = preview_every, preview_mode, display, t0
+        self.info = dict(info or {})
+        self.previews_written = 0
+        self._preview_files: list[Path] = []
+        self._stage = None
+        self._stage_t0 = t0
+        self._last_progress = -1e9
+
+    def report(self, stage, iteration, total, loss=None, current=None, **extra) -> None:
+        super().report(stage, iteration, total, loss=loss, **extra)
+        now = time.perf_counter()
+        if stage != self._stage:
+            self._stage, self._stage_t0 = stage, now
+            self._stage_first_iteration = iteration
+        preview_due = bool(self.preview_every) and current is not None and (
+            iteration % self.preview_every == 0 or iteration == total)
+        if preview_due or iteration in (1, total) or now - self._last_progress >= PROGRESS_MIN_INTERVAL_S:
+            self._last_progress = now
+            done = iteration - self._stage_first_iteration + 1
+            per_iteration = (now - self._stage_t0) / done if done > 0 else None
+            eta = per_iteration * max(total - iteration, 0) if per_iteration and done > 1 else None
+            numbers = {k: v for k, v in extra.items() if isinstance(v, (int, float, np.number))}
+            self.emit({"event": "progress", "stage": stage, "iteration": int(iteration), "total": int(total),
+                       "loss": None if loss is None else float(loss), "elapsed": round(now - self.t0, 3),
+                       "eta": None if eta is None else round(eta, 3), **numbers})
+        if preview_due:
+            self.preview(stage, iteration, total, current())
+
+    def preview(self, stage: str, iteration: int, total: int, image: np.ndarray) -> None:
+        """Write the checkpoint (full image, physics units) and a small preview, then emit it."""
+        image = np.asarray(image)
+        save_checkpoint(self.job_dir, image, {"stage": stage, "iteration": iteration, "total": total,
+                                              "grid": self.grid.to_dict(), **self.info})
+        array, fields = preview_payload(self.display(image), self.preview_mode)
+        self.previews_written += 1
+        path = self.job_dir / f"preview_{self.previews_written:05d}.npy"
+        atomic_save_npy(path, array)
+        self._preview_files.append(path)
+        while len(self._preview_files) > PREVIEWS_KEPT:
+            old = self._preview_files.pop(0)
+            try:
+                old.unlink()
+            except OSError:
+                pass  # a reader still has it open (Windows); it is tiny, leave it
+        self.emit({"event": "preview", "path": str(path), "stage": stage, "iteration": int(iteration),
+                   "total": int(total), "dtype": "float32", **fields, "units": self.info.get("units"),
+                   "grid": self.grid.to_dict()})
+
+    def stop_requested(self) -> bool:
+        return self.stop.is_set()
+
+
+def save_checkpoint(job_dir: Path, image: np.ndarray, info: dict) -> Path:
+    """JOB_DIR/checkpoint.npy (the current image, physics units: CT μ [nz,ny,nx] float32, MR
+    complex64 [n_frames,nz,ny,nx]) and checkpoint.json (which iteration), both written atomically,
+    so a killed worker leaves its latest state behind."""
+    path = atomic_save_npy(Path(job_dir) / CHECKPOINT_FILE, image)
+    atomic_write_text(Path(job_dir) / CHECKPOINT_INFO_FILE,
+                      json.dumps(to_jsonable({**info, "time": time.time()}), indent=1))
+    return path
+
+
+# --- the job itself ------------------------------------------------------------------------
+
+def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
+    import SimpleITK  # noqa: F401  (imported now, so that saving after a cancel is quick)
+    from ..io.measurement import read_measurement
+    from ..methods.registry import reconstruct
+
+    measurement = read_measurement(job["measurement"])
+    log.info("measurement %s: %s, data %s, grid %s", job["measurement"], measurement.modality,
+             list(measurement.data.shape), measurement.grid.to_dict())
+    prior = None
+    if job["prior"] is not None:
+        from ..io.volume import load_prior
+
+        prior = load_prior(job["prior"], measurement)
+    config = _load_config(job["config"], job["method"], measurement.modality)
+    output_plan = OutputPlan.for_job(job, measurement)
+
+    monitor = WorkerMonitor(emit, stop, job_dir, measurement.grid, job["preview_every"], job["preview"],
+                            output_plan.display, t0, info={"method": job["method"], "units": output_plan.units})
+    result = reconstruct(measurement, job["method"], prior=prior, config=config, iterations=job["iterations"],
+                         device=device, monitor=monitor)
+    image = np.asarray(result.image)
+    if result.cancelled:
+        log.info("cancelled after %d iterations; saving the partial result", result.iterations)
+
+    written = output_plan.write(image)
+    used_config = result.config or config or {}
+    stem_path = _stem_path(Path(job["output"]))
+    config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
+                                    json.dumps(to_jsonable(used_config), indent=2) + "\n")
+    metrics = _metrics(job, measurement, image, result)
+    metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
+        "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
+        "prior": job["prior"], "output": written["output"], "cancelled": bool(result.cancelled),
+        "iterations": int(result.iterations), "seconds": float(result.seconds), "metrics": metrics,
+        "extra": result.extra, "history": result.history, "meta": job["meta"]}), indent=1) + "\n")
+    event = {"event": "result", "output": written["output"], "units": output_plan.units, "metrics": metrics, "cancelled": bool(result.cancelled),
+            "iterations": int(result.iterations), "seconds": round(time.perf_counter() - t0, 3),
+            "method_seconds": round(float(result.seconds), 3), "config": str(config_path),
+            "metrics_path": str(metrics_path), "method": job["method"], "grid": measurement.grid.to_dict(),
+            "meta": job["meta"]}
+    if "frames" in written:
+        event["frames"] = written["frames"]
+    return event
+
+
+def _load_config(spec, method: str, modality: str):
+    """None -> None (the method's own defaults). INR methods: preset name, file or object through
+    methods.presets.load_config (checked, merged onto the preset). Classical methods have no
+    presets: an object is passed as is, a string must be a JSON/YAML file holding one."""
+    if spec is None:
+        return None
+    from ..methods.registry import METHODS
+
+    target = METHODS[method].targets.get(modality, "")
+    if not target.startswith("classical"):
+        from ..methods.presets import load_config
+
+        return load_config(spec, modality=modality)
+    if isinstance(spec, dict):
+        return dict(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError("config", f"{spec!r} is not a file; method {method!r} has no presets.",
+                         "Give a JSON/YAML file or an object with the method's settings, or null for its defaults.")
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError("config", f"{path} is not valid JSON/YAML ({exc}).") from None
+    if not isinstance(loaded, dict):
+        raise InputError("config", f"{path} must hold an object (key: value pairs).")
+    return loaded
+
+
+def _stem_path(path: Path) -> Path:
+    """out.nii.gz -> out, out.seq.nrrd -> out, out.nrrd -> out (same folder)."""
+    name = path.name
+    for ext in (".nii.gz", ".seq.nrrd"):
+        if name.lower().endswith(ext):
+            return path.with_name(name[: -len(ext)])
+    return path.with_name(path.stem)
+
+
+def _extension(path: Path) -> str:
+    name = path.name.lower()
+    for ext in (".nii.gz",):
+        if name.endswith(ext):
+            return path.name[-len(ext):]
+    return path.suffix
+
+
+class OutputPlan:
+    """How the method's image becomes the output file: units (CT HU or μ, MR magnitude) and, for
+    dynamic MR, one file per frame."""
+
+    def __init__(self, path: Path, grid, modality: str, units: str, mu_water: Optional[float]):
+        self.path, self.grid, self.modality, self.units, self.mu_water = path, grid, modality, units, mu_water
+
+    @classmethod
+    def for_job(cls, job: dict, measurement) -> "OutputPlan":
+        path = Path(job["output"])
+        if not _extension(path):
+            raise InputError("output", f"{path} has no file extension, so its format is unknown.",
+                             "End it with .nrrd, .nii.gz or .mha.")
+        if not path.parent.is_dir():
+            raise InputError("output", f"the folder {path.parent} does not exist.", "Create it first.")
+        if measurement.modality == "MR":
+            return cls(path, measurement.grid, "MR", "magnitude", None)
+        if job["output_units"] == "mu":
+            return cls(path, measurement.grid, "CT", "1/mm", None)
+        # HU with the job's mu_water, else the measurement's, else the documented default (the
+        # same one load_prior used to turn an HU prior into μ, so prior and result agree).
+        mu_water = job["mu_water_per_mm"] or measurement.mu_water_per_mm
+        if mu_water is None:
+            from ..io.volume import MU_WATER_PER_MM
+
+            mu_water = MU_WATER_PER_MM
+            log.info("output in HU with the default mu_water = %g /mm", mu_water)
+        return cls(path, measurement.grid, "CT", "HU", mu_water)
+
+    def display(self, image: np.ndarray) -> np.ndarray:
+        """A real [nz, ny, nx] array in output units (dynamic MR: the middle frame)."""
+        image = np.asarray(image)
+        if self.modality == "MR":
+            frames = image.reshape((-1,) + tuple(self.grid.shape))
+            return np.abs(frames[frames.shape[0] // 2]).astype(np.float32)
+        return self._ct_units(image.reshape(self.grid.shape))
+
+    def _ct_units(self, mu: np.ndarray) -> np.ndarray:
+        if self.units != "HU":
+            return mu.astype(np.float32)
+        from ..io.volume import mu_to_hu
+
+        return np.asarray(mu_to_hu(mu, self.mu_water), dtype=np.float32)
+
+    def write(self, image: np.ndarray) -> dict:
+        """Write the output file(s); returns {"output": path, "frames": [paths] for dynamic MR}."""
+        if self.modality == "CT":
+            self._write(self.path, self._ct_units(image.reshape(self.grid.shape)))
+            return {"output": str(self.path)}
+        frames = np.abs(image.reshape((-1,) + tuple(self.grid.shape))).astype(np.float32)
+        if frames.shape[0] == 1:
+            self._write(self.path, frames[0])
+            return {"output": str(self.path)}
+        # Dynamic MR: one file per frame (loadable one by one or as a Slicer sequence) and, at the
+        # output path, the mean over time, which is what a static scan of the same data shows.
+        stem, ext = _stem_path(self.path), _extension(self.path)
+        paths = []
+        for n, frame in enumerate(frames):
+            p = stem.with_name(f"{stem.name}_frame{n:03d}{ext}")
+            self._write(p, frame)
+            paths.append(str(p))
+        self._write(self.path, frames.mean(axis=0))
+        return {"output": str(self.path), "frames": paths}
+
+    def _write(self, path: Path, array: np.ndarray) -> None:
+        from ..io.volume import write_volume
+
+        write_volume(path, array, self.grid)  # atomic: temporary name, then rename
+
+
+def _metrics(job: dict, measurement, image: np.ndarray, result) -> dict:
+    """Final loss always; image metrics against `reference` (inside `roi` too) when given.
+    Computed in physics units (CT μ, MR magnitude)."""
+    metrics = {}
+    losses = [h["loss"] for h in result.history if isinstance(h, dict) and h.get("loss") is not None]
+    if losses:
+        metrics["final_loss"] = float(losses[-1])
+    if job["reference"] is None:
+        return metrics
+    from ..io.volume import load_prior, read_volume
+    from ..methods.metrics import image_metrics
+
+    grid = measurement.grid
+    reference = np.asarray(load_prior(job["reference"], measurement))
+    if measurement.modality == "MR":
+        # MR magnitudes have no absolute scale: compare both divided by their 99.9th percentile
+        # (load_prior already did that to the reference).
+        frames = np.abs(image.reshape((-1,) + tuple(grid.shape)))
+        x = frames[0] if frames.shape[0] == 1 else frames
+        x = x / max(float(np.percentile(x, 99.9)), 1e-30)
+        reference = np.abs(reference)
+    else:
+        x = image.reshape(grid.shape)
+    if reference.size != x.size:
+        log.warning("reference %s has %s values, the result %s: no image metrics", job["reference"],
+                    list(reference.shape), list(x.shape))
+        return metrics
+    reference = reference.reshape(x.shape)
+    roi = None
+    if job["roi"] is not None:
+        roi, _ = read_volume(job["roi"])
+        roi = np.asarray(roi)
+        if roi.size != int(np.prod(grid.shape)):
+            raise InputError("roi", f"has shape {list(roi.shape)}, the measurement grid {list(grid.shape)}.",
+                             "Resample the ROI label onto the measurement grid.")
+        roi = np.broadcast_to(roi.reshape(grid.shape) > 0, x.shape)
+    metrics.update(image_metrics(x, reference, roi=roi))
+    return metrics

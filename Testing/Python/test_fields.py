@@ -1,0 +1,104 @@
+"""Fields: Fourier features, SIREN, ReLU MLP, hash grid (layout as tiny-cuda-nn), the factory."""
+
+import numpy as np
+import pytest
+import torch
+
+from INRReconLib.errors import InputError
+from INRReconLib.fields import build_field, resolve_field_config
+from INRReconLib.fields.hashgrid import HashGridEncoding, level_layout
+
+torch.set_num_threads(2)
+
+HASH = {"encoding": {"otype": "HashGrid", "n_levels": 8, "n_features_per_level": 2, "log2_hashmap_size": 12,
+                     "base_resolution": 4, "per_level_scale": 1.6},
+        "network": {"otype": "ReLU", "n_neurons": 32, "n_hidden_layers": 2}}
+
+
+def test_fourier_siren_shapes_and_seed():
+    cfg = {"encoding": {"otype": "Fourier", "n_features": 16, "sigma": 4.0, "seed": 3},
+           "network": {"otype": "Siren", "n_neurons": 32, "n_hidden_layers": 3, "seed": 3}}
+    x = torch.rand(50, 2) * 2 - 1
+    a, b = build_field(cfg, 2, 1), build_field(cfg, 2, 1)
+    assert a(x).shape == (50, 1)
+    assert torch.equal(a(x), b(x))  # same config, same field
+    cfg["encoding"]["seed"] = 4
+    assert not torch.allclose(a(x), build_field(cfg, 2, 1)(x))
+    assert build_field(cfg, 3, 2)(torch.rand(7, 3)).shape == (7, 2)
+    relu = {"encoding": cfg["encoding"], "network": {"otype": "ReLU", "n_neurons": 16, "n_hidden_layers": 2}}
+    assert build_field(relu, 2, 2)(x).shape == (50, 2)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_hashgrid_shape_and_gradients(dims):
+    field = build_field(HASH, dims, 1)
+    x = (torch.rand(200, dims) * 2 - 1).requires_grad_(True)
+    y = field(x)
+    assert y.shape == (200, 1)
+    assert field.encoding(x).shape == (200, 16)
+    y.square().sum().backward()
+    g = field.encoding.params.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+    assert x.grad is not None and x.grad.abs().sum() > 0  # smooth in the coordinates too
+
+
+def test_hashgrid_layout_matches_tcnn_rules():
+    """Level sizes and indices computed independently with Python integers, as tcnn defines them."""
+    enc = HashGridEncoding(2, n_levels=6, n_features_per_level=1, log2_hashmap_size=10, base_resolution=8,
+                           per_level_scale=2.0)
+    layout = level_layout(2, 6, 10, 8, 2.0)
+    # scale 8*2^l - 1, resolution ceil(scale)+1: 8, 16, 32 (dense, 1024 fits), then hashed (table 1024)
+    assert [r for _, r, *_ in layout] == [8, 16, 32, 64, 128, 256]
+    assert [s for _, _, s, _, _ in layout] == [64, 256, 1024, 1024, 1024, 1024]
+    assert [d for *_, d in layout] == [True, True, True, False, False, False]
+    with torch.no_grad():
+        enc.params.copy_(torch.randn_like(enc.params))
+    # at a vertex the interpolation returns exactly that table entry
+    x01 = torch.tensor([[0.3, 0.7], [0.91, 0.13]], dtype=torch.float32)
+    out = enc(x01 * 2 - 1)
+    table = enc.params.detach()
+    for level in (1, 4):
+        scale, res, size, offset, dense = layout[level]
+        for p, value in zip(x01, out[:, level]):
+            pos = (p * scale + 0.5).numpy()
+            base = np.floor(pos).astype(np.int64)
+            frac = pos - base
+            expect = 0.0
+            for cx in (0, 1):
+                for cy in (0, 1):
+                    vx, vy = int(base[0] + cx), int(base[1] + cy)
+                    idx = (vx + vy * res) if dense else ((vx * 1) ^ ((vy * 2654435761) & 0xFFFFFFFF))
+                    w = (frac[0] if cx else 1 - frac[0]) * (frac[1] if cy else 1 - frac[1])
+                    expect += w * float(table[offset + idx % size])
+            assert abs(float(value) - expect) < 1e-5
+
+
+def test_auto_level_scale_and_bad_keys():
+    cfg = resolve_field_config({**HASH, "encoding": {**HASH["encoding"], "per_level_scale": "auto"}}, (1, 64, 64))
+    s = cfg["encoding"]["per_level_scale"]
+    assert abs(4 * s ** 7 - 64) < 0.01  # finest level has one vertex per voxel
+    with pytest.raises(InputError, match="field.encoding.sigma"):
+        build_field({**HASH, "encoding": {**HASH["encoding"], "sigma": 3}}, 2, 1)
+    with pytest.raises(InputError, match="unknown encoding"):
+        build_field({"encoding": {"otype": "Wavelet"}, "network": {"otype": "ReLU"}}, 2, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="tiny-cuda-nn comparison needs CUDA")
+def test_hashgrid_matches_tinycudann():
+    tcnn = pytest.importorskip("tinycudann")
+    from INRReconLib.fields.hashgrid import TcnnHashGridEncoding
+
+    cfg = {k: v for k, v in HASH["encoding"].items() if k != "otype"}
+    ours = HashGridEncoding(3, **cfg).cuda()
+    theirs = TcnnHashGridEncoding(3, cfg).cuda()
+    params = [p for p in theirs.parameters()][0]
+    assert params.numel() == ours.params.numel(), "tcnn parameter layout differs (table sizes)"
+    with torch.no_grad():
+        params.copy_(ours.params.to(params.dtype))
+    x = torch.rand(4096, 3, device="cuda") * 2 - 1
+    a, b = ours(x), theirs(x)
+    # fp32 on both sides; a few points may fall on the other side of a floor() (fma vs mul+add)
+    close = (a - b).abs().max(dim=1).values < 1e-4
+    assert close.float().mean() > 0.99
+    del tcnn

@@ -1,0 +1,83 @@
+"""The module's .ui loads in Qt (PySide6, offscreen) and holds every widget the module code uses,
+and every parameter of the ParameterNode is bound to a widget through SlicerParameterName."""
+
+import ast
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UI_FILE = ROOT / "INRRecon" / "Resources" / "UI" / "INRRecon.ui"
+MODULE_FILE = ROOT / "INRRecon" / "INRRecon.py"
+
+
+def ui_names_used_by_module() -> set:
+    return set(re.findall(r"self\.ui\.([A-Za-z_][A-Za-z0-9_]*)", MODULE_FILE.read_text()))
+
+
+def parameter_names() -> set:
+    """Annotated attributes of the @parameterNodeWrapper class, read from the source."""
+    tree = ast.parse(MODULE_FILE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "INRReconParameterNode")
+    return {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_ui_xml_names_and_bindings():
+    root = ET.parse(UI_FILE).getroot()
+    widgets = {w.get("name"): w for w in root.iter("widget")}
+    missing = ui_names_used_by_module() - set(widgets)
+    assert not missing, f"widgets used in INRRecon.py but absent from the .ui: {sorted(missing)}"
+    bound = {}
+    for name, w in widgets.items():
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                bound[p.find("string").text] = name
+    params = parameter_names()
+    assert params - set(bound) == set(), f"parameters without a widget: {sorted(params - set(bound))}"
+    assert set(bound) - params == set(), f"widgets bound to unknown parameters: {sorted(set(bound) - params)}"
+    # The connectors need these exact widget types (parameterNodeWrapper's guiConnectors).
+    assert widgets[bound["learningRate"]].get("class") == "QDoubleSpinBox"
+    assert widgets[bound["measurementPath"]].get("class") == "ctkPathLineEdit"
+    assert widgets[bound["method"]].get("class") == "QComboBox"
+    assert widgets[bound["seriesPaths"]].get("class") == "QTextEdit"
+
+
+def test_ui_loads_in_qt_offscreen():
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    pytest.importorskip("PySide6", reason="PySide6 (pip install PySide6-Essentials) is not installed")
+    from PySide6.QtCore import QFile, QIODevice
+    from PySide6.QtWidgets import QApplication, QWidget
+    from PySide6.QtUiTools import QUiLoader
+
+    app = QApplication.instance() or QApplication([])
+    loader = QUiLoader()
+    f = QFile(str(UI_FILE))
+    assert f.open(QIODevice.ReadOnly)
+    widget = loader.load(f)
+    f.close()
+    assert widget is not None, loader.errorString()
+    # Slicer's classes (qMRMLNodeComboBox, ctk*) are not in PySide6: QUiLoader builds them as their
+    # declared base (QWidget) with the same object names, which is what this checks.
+    found = {w.objectName() for w in widget.findChildren(QWidget)}
+    missing = ui_names_used_by_module() - found
+    assert not missing, f"not created by Qt: {sorted(missing)}"
+    assert widget.findChild(QWidget, "applyButton").text() == "Apply"
+    widget.deleteLater()
+    app.processEvents()
+
+
+def _module_tuple(name):
+    tree = ast.parse(MODULE_FILE.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == name)
+    return tuple(ast.literal_eval(node.value))
+
+
+def test_module_choices_match_the_library():
+    from INRReconLib.methods.presets import preset_names
+    from INRReconLib.methods.registry import METHODS
+
+    assert set(_module_tuple("METHODS")) <= set(METHODS), "the module offers a method the registry lacks"
+    assert set(_module_tuple("PRESETS")) <= set(preset_names())
