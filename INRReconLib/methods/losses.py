@@ -31,12 +31,13 @@ def l1_loss(pred, data):
 
 
 def rel_l2_loss(pred, data, eps: float = 1e-4):
-    """Relative L2 for k-space: mean(|pred − data|² / (|pred| + ε)²), the denominator detached.
+    """Relative L2 for k-space: mean(|pred − data|² / (|data| + ε)²).
 
     k-space magnitudes span orders of magnitude (centre vs. edge); weighting each sample by its own
     size lets the high frequencies count. Expects data scaled so that max|data| ≈ 1 (ε is in those
-    units)."""
-    weight = (pred.detach().abs() + eps) ** -2
+    units). The weight uses the measured magnitude, not the prediction's (as some papers do): with
+    a random initialisation the prediction is ≈ 0 everywhere and 1/ε² weights made the fit diverge."""
+    weight = (data.detach().abs() + eps) ** -2
     return (_sq(pred - data) * weight).mean()
 
 

@@ -14,7 +14,7 @@ from INRReconLib.physics.mr_geometry import MRGeometry
 from INRReconLib.physics.mr_operator import MROperator
 from INRReconLib.physics.mr_sampling import birdcage_coil_maps, cartesian_mask, golden_angle_radial
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # torchkbnufft forks per thread; one is fastest on a busy 2-core CI box
 N = 64
 
 # (value, a, b, x0, y0, angle_deg) of the modified Shepp–Logan head, in units of the half FOV
@@ -63,7 +63,7 @@ def run(name, m, **kw):
 @pytest.mark.parametrize("n_coils", [1, 4])
 def test_radial_quality_ordering(n_coils):
     maps = birdcage_coil_maps(n_coils, (N, N)) if n_coils > 1 else None
-    m = simulate(MRGeometry("noncartesian", trajectory=golden_angle_radial(24, 2 * N), coil_maps=maps))
+    m = simulate(MRGeometry("noncartesian", trajectory=golden_angle_radial(32, 2 * N), coil_maps=maps))
     adj = run("adjoint", m)
     cg = run("cgsense", m)
     tv = run("tv", m, iterations=150)
@@ -71,7 +71,7 @@ def test_radial_quality_ordering(n_coils):
     print(f"radial {n_coils} coils: adjoint {p_adj:.2f} cgsense {p_cg:.2f} tv {p_tv:.2f}")
     assert adj.image.shape == (1, 1, N, N) and adj.image.dtype == np.complex64
     assert p_adj > 15.0  # least-squares scaled: magnitude comparable to the truth
-    assert p_cg > p_adj + 1.0
+    assert p_cg > p_adj + 0.5
     assert p_tv >= p_cg
     assert cg.iterations == 30 and tv.iterations == 150
 

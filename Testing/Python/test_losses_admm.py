@@ -23,8 +23,8 @@ def test_data_losses_values():
     assert float(data_loss("l1", p, y)) == pytest.approx(1 / 5)
     yc = torch.tensor([1 + 1j, 0.5j], dtype=torch.complex64)
     pc = torch.tensor([1 + 1j, 0.0j], dtype=torch.complex64)
-    # rel_l2: |r|²/(|pred|+ε)² averaged: second sample 0.25/ε²
-    assert float(data_loss("rel_l2", pc, yc, eps=1e-2)) == pytest.approx(0.25 / 1e-4 / 2, rel=1e-4)
+    # rel_l2: |r|²/(|data|+ε)² averaged: second sample 0.25/0.51²
+    assert float(data_loss("rel_l2", pc, yc, eps=1e-2)) == pytest.approx(0.25 / 0.51 ** 2 / 2, rel=1e-4)
     with pytest.raises(InputError, match="loss"):
         data_loss("l3", p, y)
 
@@ -123,7 +123,7 @@ def test_fls_and_admm_converge_faster_than_l2():
             if iteration % 10 == 0:
                 self.psnr.append((iteration, psnr(current(), truth)))
 
-    n = 120
+    n = 80
     runs = {}
     for name, cfg in {"l2": {}, "fls": {"loss": "fls"},
                       "admm": {"optimizer": "admm", "admm": {"adam_steps": 20, "cgls_steps": 10}}}.items():

@@ -11,7 +11,7 @@ from INRReconLib.physics.mr_operator import MROperator
 from INRReconLib.physics.mr_sampling import (birdcage_coil_maps, cartesian_mask, density_compensation,
                                              golden_angle_radial)
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # torchkbnufft forks per thread; one is fastest on a busy 2-core CI box
 
 
 def _randc(shape, seed):
