@@ -26,9 +26,10 @@ from ..errors import InputError
 from .ct_geometry import CTGeometry
 from .grid import ImageGrid
 
-# Sample coordinates of all views are cached when they fit in this many bytes; otherwise they are
-# recomputed per chunk of views (3D cone beam), which costs little next to the interpolation.
-CACHE_BYTES = 384 * 2**20
+# Sample coordinates of all views are cached when they fit in this many bytes (the 64x128x128,
+# 20-view, 100x200 cone case needs ~410 MiB); otherwise they are recomputed per chunk of views
+# on every call, which costs 3-5x the interpolation itself on a CPU.
+CACHE_BYTES = 512 * 2**20
 # Chunks of views are sized so one chunk's sample coordinates stay below this (small enough for
 # the allocator to reuse memory instead of mapping fresh pages for every chunk).
 CHUNK_BYTES = 24 * 2**20
@@ -216,7 +217,7 @@ class CTProjector:
         dims = 2 if grid.is_2d else 3
         half = np.asarray(grid.extent_mm) / 2.0
         n_samples = max(grid.size[:dims])
-        per_view = g.n_rows * g.n_cols * n_samples * dims * 4
+        per_view = g.n_rows * g.n_cols * n_samples * 2 * 4  # two float32 coordinates per sample
         n_chunk = max(1, int(CHUNK_BYTES // per_view))
         cache = per_view * g.n_views <= CACHE_BYTES
         return {"half": half, "dims": dims, "n_samples": n_samples, "n_chunk": n_chunk, "cache": cache}
@@ -288,38 +289,67 @@ class CTProjector:
             i1 = (length - beta) / alpha
             lo = torch.maximum(lo, torch.minimum(i0, i1))
             hi = torch.minimum(hi, torch.maximum(i0, i1))
+        weight = (h_k / d_k.abs()).to(dtype)  # [c, R, C] mm of ray per sample
+        if dims == 3:
+            return self._plane_groups(axis, A, B, lo, hi, dtype, device), weight
         n = plan["n_samples"]
         idx = torch.arange(n, dtype=dtype, device=device)
         coords = torch.addcmul(A.to(dtype)[..., None, :], idx[:, None], B.to(dtype)[..., None, :])
         outside = (idx < (lo - 1e-6).to(dtype)[..., None]) | (idx > (hi + 1e-6).to(dtype)[..., None])
         coords.masked_fill_(outside[..., None], 4.0)  # beyond the grid: zero padding drops it
-        weight = h_k / d_k.abs()  # [c, R, C] mm of ray per sample
-        if dims == 2:
-            coords = coords.reshape(1, c * g.n_rows * g.n_cols, n, 2)
-        else:
-            coords = coords.reshape(1, c * g.n_rows, g.n_cols, n, 3)
-        return coords, weight.to(dtype)
+        return coords.reshape(1, c * g.n_rows * g.n_cols, n, 2), weight
 
-    def _volume(self, image):
-        """[B, nz, ny, nx] -> grid_sample input with the batch as channels."""
-        if self._plan["dims"] == 2:
-            return image[:, 0].unsqueeze(0)  # [1, B, ny, nx]
-        return image.unsqueeze(0)  # [1, B, nz, ny, nx]
+    def _plane_groups(self, axis, A, B, lo, hi, dtype, device):
+        """3D: rays grouped by dominant axis k; per group (k, ray indices, grid [n_k, M, 1, 2]).
+
+        Every sample lies on a voxel-centre plane normal to k, so the volume is handed to a 2D
+        `grid_sample` as a batch of n_k planes and each plane is sampled bilinearly: the same
+        numbers as trilinear sampling on those planes, with far more coherent memory access."""
+        axis, A, B = axis.reshape(-1), A.reshape(-1, 3), B.reshape(-1, 3)
+        lo, hi = lo.reshape(-1), hi.reshape(-1)
+        groups = []
+        for k, others in _PLANE_AXES.items():
+            sel = (axis == k).nonzero().squeeze(1)
+            if sel.numel() == 0:
+                continue
+            n_k = self.grid.size[k]
+            idx = torch.arange(n_k, dtype=dtype, device=device)
+            a, b = A[sel][:, others].to(dtype), B[sel][:, others].to(dtype)
+            coords = torch.addcmul(a[None], idx[:, None, None], b[None])  # [n_k, M, 2]
+            lo_k, hi_k = lo[sel], hi[sel]
+            # Only cone rays that start or end inside the volume need masking (rare, costly).
+            if bool((lo_k > 1e-6).any()) or bool((hi_k < n_k - 1 - 1e-6).any()):
+                outside = (idx[:, None] < (lo_k - 1e-6).to(dtype)[None]) | \
+                          (idx[:, None] > (hi_k + 1e-6).to(dtype)[None])
+                coords.masked_fill_(outside[..., None], 4.0)
+            groups.append((k, sel, coords.unsqueeze(2)))
+        return groups
 
     def _forward_raw(self, image):
         batched = image.dim() == 4
         img = image if batched else image.unsqueeze(0)
         if not img.is_floating_point():
             img = img.float()
-        vol = self._volume(img.contiguous())
+        img = img.contiguous()
         B = img.shape[0]
         g = self.geometry
         out = torch.empty((B,) + g.sinogram_shape, dtype=img.dtype, device=img.device)
-        for sl, coords, step in self._chunks(img.device, img.dtype):
-            vals = F.grid_sample(vol, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self._plan["dims"] == 2:
+            vol = img[:, 0].unsqueeze(0)  # [1, B, ny, nx]: the batch rides along as channels
+            for sl, coords, step in self._chunks(img.device, img.dtype):
+                vals = F.grid_sample(vol, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
+                out[:, sl] = vals.sum(-1).reshape(B, step.shape[0], g.n_rows, g.n_cols) * step
+            return out if batched else out[0]
+        planes = {}
+        for sl, groups, step in self._chunks(img.device, img.dtype):
             c = step.shape[0]
-            line = vals.sum(-1).reshape(B, c, g.n_rows, g.n_cols) * step
-            out[:, sl] = line
+            line = torch.zeros((B, c * g.n_rows * g.n_cols), dtype=img.dtype, device=img.device)
+            for k, sel, coords in groups:
+                if k not in planes:  # [n_k, B, H, W]: the planes normal to axis k as a batch
+                    planes[k] = img.permute(_PLANE_PERMUTE[k]).contiguous()
+                vals = F.grid_sample(planes[k], coords, mode="bilinear", padding_mode="zeros", align_corners=False)
+                line[:, sel] = vals.sum(0)[..., 0]
+            out[:, sl] = line.reshape(B, c, g.n_rows, g.n_cols) * step
         return out if batched else out[0]
 
     def _adjoint_raw(self, sino):
@@ -330,21 +360,39 @@ class CTProjector:
         B = s.shape[0]
         nz, ny, nx = self.grid.shape
         g = self.geometry
-        dims = self._plan["dims"]
-        shape = (1, B, ny, nx) if dims == 2 else (1, B, nz, ny, nx)
-        template = torch.zeros(shape, dtype=s.dtype, device=s.device)
-        acc = torch.zeros(shape, dtype=s.dtype, device=s.device)
-        n = self._plan["n_samples"]
-        for sl, coords, step in self._chunks(s.device, s.dtype):
-            c = step.shape[0]
-            weighted = (s[:, sl] * step)  # [B, c, R, C]
-            if dims == 2:
+        if self._plan["dims"] == 2:
+            shape = (1, B, ny, nx)
+            template = torch.zeros(shape, dtype=s.dtype, device=s.device)
+            acc = torch.zeros(shape, dtype=s.dtype, device=s.device)
+            n = self._plan["n_samples"]
+            for sl, coords, step in self._chunks(s.device, s.dtype):
+                c = step.shape[0]
+                weighted = s[:, sl] * step  # [B, c, R, C]
                 grad_out = weighted.reshape(1, B, c * g.n_rows * g.n_cols, 1).expand(-1, -1, -1, n)
-            else:
-                grad_out = weighted.reshape(1, B, c * g.n_rows, g.n_cols, 1).expand(-1, -1, -1, -1, n)
-            acc += _grid_sample_input_grad(grad_out, template, coords)
-        img = acc[0].unsqueeze(1) if dims == 2 else acc[0]
+                acc += _grid_sample_input_grad(grad_out, template, coords)
+            img = acc[0].unsqueeze(1)
+            return img if batched else img[0]
+        acc, templates = {}, {}
+        for sl, groups, step in self._chunks(s.device, s.dtype):
+            weighted = (s[:, sl] * step).reshape(B, -1)
+            for k, sel, coords in groups:
+                if k not in acc:
+                    shape = torch.empty((B, nz, ny, nx), device="meta").permute(_PLANE_PERMUTE[k]).shape
+                    templates[k] = torch.zeros(shape, dtype=s.dtype, device=s.device)
+                    acc[k] = torch.zeros(shape, dtype=s.dtype, device=s.device)
+                grad_out = weighted[:, sel][None, :, :, None].expand(coords.shape[0], -1, -1, -1)
+                acc[k] += _grid_sample_input_grad(grad_out, templates[k], coords)
+        img = torch.zeros((B, nz, ny, nx), dtype=s.dtype, device=s.device)
+        for k, a in acc.items():
+            img += a.permute(_PLANE_UNPERMUTE[k])
         return img if batched else img[0]
+
+
+# Dominant axis k (0 = x, 1 = y, 2 = z) -> the two other coordinates as grid_sample's (W, H),
+# the permutation of [B, nz, ny, nx] to [n_k, B, H, W], and its inverse.
+_PLANE_AXES = {0: [1, 2], 1: [0, 2], 2: [0, 1]}
+_PLANE_PERMUTE = {0: (3, 0, 1, 2), 1: (2, 0, 1, 3), 2: (1, 0, 2, 3)}
+_PLANE_UNPERMUTE = {0: (1, 2, 3, 0), 1: (1, 2, 0, 3), 2: (1, 0, 2, 3)}
 
 
 def _grid_sample_input_grad(grad_out, template, coords):
