@@ -12,7 +12,6 @@ attached as `result.field` for rendering at other resolutions.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
