@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("measurement")
     p = sub.add_parser("demo", help="simulate sparse CT from the bundled thorax scan and reconstruct it")
     p.add_argument("--out", default="demo-output", help="folder for images and the report")
+    p.add_argument("--size", type=int, default=128, choices=[128, 256], help="reconstruction grid (pixels)")
     p.add_argument("--iterations", type=int, default=None, help="INR fitting iterations (default: preset)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p = sub.add_parser("bench", help="benchmark every method on the shared cases; prints a table, writes JSON")
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            run_demo(Path(args.out), iterations=args.iterations, device=args.device)
+            run_demo(Path(args.out), size=args.size, iterations=args.iterations, device=args.device)
             return 0
         if args.command == "bench":
             from .bench import run_bench

@@ -43,7 +43,7 @@ def _phantom_case(size=128, views=20):
                 {"mu_water_per_mm": MU_WATER_PER_MM})
 
 
-def run_demo(out: Path, *, size=256, iterations=None, device="auto"):
+def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
     from .cases import ct2d_case, data_dir
     from .io.measurement import write_measurement
     from .io.volume import MU_WATER_PER_MM, mu_to_hu, write_volume
@@ -58,7 +58,7 @@ def run_demo(out: Path, *, size=256, iterations=None, device="auto"):
         case = ct2d_case("parallel", 20, noisy=False, size=size)
         source = "real thorax CT (../shared/data), nodule slice, prior = slice 4 mm away with the nodule shrunk"
     else:
-        case = _phantom_case()
+        case = _phantom_case(size)
         source = "generated Shepp-Logan phantom with a grown lesion (shared data not found)"
     grid = case.measurement.grid
     mu_w = case.measurement.mu_water_per_mm or MU_WATER_PER_MM
