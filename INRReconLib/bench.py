@@ -115,8 +115,6 @@ def _convergence(out: Path, device, iterations):
     iters = iterations or 600
     curves, rows = {}, []
     for label, overrides in (("L2", {"loss": "l2"}), ("FLS", {"loss": "fls"}), ("ADMM", {"optimizer": "admm"})):
-        from .methods.monitor import Monitor  # noqa: F401  (CurveMonitor subclasses it)
-
         config = load_config({"preset": "hash-ct", **overrides})
         mon = _CurveMonitor(case.truth, 10)
         res = reconstruct(case.measurement, "inr", config=config, iterations=iters, device=device, monitor=mon)

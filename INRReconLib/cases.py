@@ -204,6 +204,8 @@ CASE_GROUPS = {
     "ct2d": [("ct2d", dict(geometry=g, views=v, noisy=n)) for g in ("parallel", "fan") for v in (20, 60)
              for n in (False, True)],
     "ct2d-v20": [("ct2d", dict(geometry=g, views=20, noisy=n)) for g in ("parallel", "fan") for n in (False, True)],
+    "ct2d-v20-parallel": [("ct2d", dict(geometry="parallel", views=20, noisy=n)) for n in (False, True)],
+    "ct2d-v20-fan": [("ct2d", dict(geometry="fan", views=20, noisy=n)) for n in (False, True)],
     "ct3d": [("ct3d", dict(views=20, noisy=False))],
     "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
     "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],

@@ -65,32 +65,10 @@ def read_measurement_header(path) -> dict:
 
 
 def describe_measurement(path) -> str:
-    """A few lines a person can read: modality, geometry, sizes, sampling."""
-    import h5py
+    """The `inrrecon info` summary of a measurement file (validates it while reading)."""
+    from ..io.measurement import describe_measurement as describe, read_measurement
 
-    header = read_measurement_header(path)
-    grid = header["grid"]
-    lines = [f"INRRecon measurement: {Path(path).name}", f"modality: {header['modality']}",
-             f"image grid: {grid.size[0]} x {grid.size[1]} x {grid.size[2]} voxels, "
-             f"spacing {', '.join(f'{s:g}' for s in grid.spacing)} mm"]
-    with h5py.File(str(path), "r") as f:
-        data_shape = f["data"].shape
-        geometry_type = _attr(f["geometry"].attrs.get("type", ""))
-        lines.append(f"geometry: {geometry_type}")
-        if header["modality"] == "CT":
-            lines.append(f"sinogram: {data_shape[0]} views x {data_shape[1]} rows x {data_shape[2]} columns")
-        else:
-            lines.append(f"k-space: {data_shape[0]} frames x {data_shape[1]} coils x {data_shape[2]} samples")
-            if "mask" in f["geometry"]:
-                mask = np.asarray(f["geometry/mask"], dtype=bool)
-                lines.append(f"sampled fraction: {mask.mean():.3f} (acceleration {1.0 / max(mask.mean(), 1e-9):.1f}x)")
-            else:
-                n_points = int(np.prod(grid.shape))
-                lines.append(f"samples per frame / grid points: {data_shape[2] / n_points:.3f}")
-    for key in ("description", "patient_id", "acquired", "fraction"):
-        if key in header["attrs"]:
-            lines.append(f"{key}: {header['attrs'][key]}")
-    return "\n".join(lines)
+    return f"INRRecon measurement: {Path(path).name}\n" + describe(read_measurement(path))
 
 
 def sinogram_array(path) -> tuple[np.ndarray, np.ndarray]:

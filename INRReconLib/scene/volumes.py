@@ -4,7 +4,8 @@ Works with Slicer's own scene and with `slicer-core` (plain Python MRML). Import
 NumPy: nodes are created by class name through the scene, so this module never imports `slicer`.
 
 Conventions: arrays are NumPy order (k, j, i) = (z, y, x); `ImageGrid` is LPS (ITK, files);
-MRML volume nodes are RAS. The LPS <-> RAS flip happens here and nowhere else.
+MRML volume nodes are RAS. The LPS -> RAS matrix comes from `io.volume.ijk_to_ras_matrix`
+(the one place it is defined); `grid_from_ijk_to_ras` is its inverse.
 """
 
 from __future__ import annotations
@@ -13,18 +14,10 @@ import os
 
 import numpy as np
 
+from ..io.volume import ijk_to_ras_matrix as ijk_to_ras_from_grid  # noqa: F401 (re-exported)
 from ..physics.grid import ImageGrid
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-def ijk_to_ras_from_grid(grid: ImageGrid) -> np.ndarray:
-    """4x4 IJK->RAS matrix (mm) of a grid given in LPS."""
-    direction = np.asarray(grid.direction, dtype=float).reshape(3, 3)
-    m = np.eye(4)
-    m[:3, :3] = LPS_TO_RAS @ direction @ np.diag(grid.spacing)
-    m[:3, 3] = LPS_TO_RAS @ np.asarray(grid.origin, dtype=float)
-    return m
 
 
 def grid_from_ijk_to_ras(ijk_to_ras: np.ndarray, shape_zyx) -> ImageGrid:
