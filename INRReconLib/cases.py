@@ -128,8 +128,8 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, seed=0) -
     prior_fine = fine_hu[NODULE_SLICE_FULLRES + PRIOR_SLICE_OFFSET]
     spacing_fine = fine_grid.spacing[0]
     cx, cy = NODULE_CENTRE_FULLRES_XY
+    # The ROI depends only on the lesion's centre and radius, the same in both slices.
     prior_fine, roi_fine = longitudinal_prior(prior_fine, (cy, cx), NODULE_RADIUS_MM / spacing_fine, seed=seed)
-    _, roi_fine = longitudinal_prior(cur_fine, (cy, cx), NODULE_RADIUS_MM / spacing_fine, seed=seed, noise=0)
     fine = ImageGrid.centred((1, 512, 512), (spacing_fine, spacing_fine, 2.0))
     grid = ImageGrid.centred((1, size, size), (spacing_fine * factor, spacing_fine * factor, 2.0))
     mu_fine = np.clip(hu_to_mu(cur_fine, MU_WATER_PER_MM), 0, None)[None].astype(np.float32)

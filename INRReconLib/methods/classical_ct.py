@@ -26,7 +26,7 @@ CGLS_DEFAULTS = {"iterations": 50}
 # lambda: TV weight of the *normalised* problem (see `tv`), dimensionless. On clean 20-view 64²
 # phantoms (parallel and fan) 0.002-0.005 was best (0.0005 and 0.02 lost 1.5-4 dB); raise it for
 # noisy data.
-TV_DEFAULTS = {"iterations": 300, "lambda": 0.002, "nonneg": True}
+TV_DEFAULTS = {"iterations": 1000, "lambda": 0.002, "nonneg": True}
 
 # Full-scan detection for fan/cone: an arc within this many view steps of 360° counts as full.
 _FULL_SCAN_TOLERANCE = 1.5
@@ -218,7 +218,8 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
     those units one `lambda` (dimensionless) fits scans of any view count, voxel size and
     attenuation level: the solver works on x̂ = x/s with A/‖A‖, where the problem is
     ½‖Â x̂ − ŷ‖² + lambda·TV(x̂).
-    config: "lambda" (0.002), "iterations" (300), "nonneg" (True).
+    config: "lambda" (0.002), "iterations" (1000), "nonneg" (True). 1000 because PDHG is far from
+    converged at 300 on sparse-view thorax slices (256², 20 views: +1.6 dB parallel, +1.5 dB fan).
     """
     from .monitor import Monitor
 
