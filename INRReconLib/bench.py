@@ -8,7 +8,6 @@ are wall time of `reconstruct` on the chosen device.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -99,9 +98,9 @@ def print_table(rows, stream=sys.stdout):
 
 
 def _write_json(path: Path, obj):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    from .io.atomic import atomic_write_json
+
+    atomic_write_json(path, obj, default=float)
 
 
 def _convergence(out: Path, device, iterations):

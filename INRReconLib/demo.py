@@ -8,8 +8,6 @@ a comparison PNG and a report (Markdown + JSON) with PSNR/SSIM, in the output fo
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -45,6 +43,7 @@ def _phantom_case(size=128, views=20):
 
 def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
     from .cases import ct2d_case, data_dir
+    from .io.atomic import atomic_write_json, atomic_write_text
     from .io.measurement import write_measurement
     from .io.volume import MU_WATER_PER_MM, mu_to_hu, write_volume
     from .methods.metrics import image_metrics
@@ -91,18 +90,14 @@ def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
     report = {"case": case.name, "source": source, "device": str(dev), "grid": grid.to_dict(),
               "metrics_note": "PSNR/SSIM on μ (1/mm), data range = truth max − min; roi_* inside the lesion",
               "results": rows}
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "report.json")
+    atomic_write_json(out / "report.json", report)
     lines = [f"# INRRecon demo: {case.name}", "", source, "", f"device: {dev}", "",
              "| method | PSNR dB | SSIM | lesion PSNR dB | seconds |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r.get('roi_psnr', float('nan')):.2f} "
                      f"| {r['seconds']:.1f} |")
     lines += ["", "![comparison](demo.png)", ""]
-    tmp = out / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out / "report.md")
+    atomic_write_text(out / "report.md", "\n".join(lines))
     print("\n".join(lines[4:-2]))
     print(f"\nwrote {out}/report.md, demo.png, *_hu.nrrd, measurement.h5")
     return report

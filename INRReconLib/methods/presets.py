@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import InputError
@@ -140,14 +139,6 @@ def load_config(spec=None, overrides: dict | None = None, modality: str = "CT") 
 
 def save_config(config: dict, path) -> None:
     """Write `config` as indented JSON, atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(config, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from ..io.atomic import atomic_write_json
+
+    atomic_write_json(path, config, sort_keys=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import traceback
 from pathlib import Path
 from typing import Optional
@@ -164,43 +163,3 @@ def unpack_preview(array: np.ndarray, event: dict) -> dict:
     return {kind or "image": array}
 
 
-def atomic_save_npy(path, array: np.ndarray) -> Path:
-    """np.save to a temporary name in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array), allow_pickle=False)
-        _replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        _replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _replace(src: Path, dst: Path, attempts: int = 20) -> None:
-    # On Windows os.replace fails while another process has `dst` open (a reader loading the
-    # previous preview); that lasts milliseconds, so retry briefly instead of failing the run.
-    import time
-
-    for n in range(attempts):
-        try:
-            os.replace(src, dst)
-            return
-        except PermissionError:
-            if n == attempts - 1:
-                raise
-            time.sleep(0.01)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..errors import InputError
-from .events import atomic_write_text
+from ..io.atomic import atomic_write_text
 
 JOB_FILE = "job.json"
 DEVICES = ("auto", "cpu", "cuda")

@@ -22,7 +22,8 @@ import numpy as np
 from .. import __version__
 from ..errors import DeviceError, InputError
 from ..methods.monitor import Monitor
-from .events import (PROTOCOL_VERSION, atomic_save_npy, atomic_write_text, error_from_exception,
+from ..io.atomic import atomic_save_npy, atomic_write_text
+from .events import (PROTOCOL_VERSION, error_from_exception,
                      preview_payload, to_jsonable)
 from .job import check_job
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from INRReconLib.physics.ct_geometry import CTGeometry
 from INRReconLib.physics.grid import ImageGrid
+from INRReconLib.methods.metrics import psnr  # noqa: F401 (the tests import it from here)
 
 # (centre x, y, z mm, sigma or radius mm, value μ 1/mm); sized for grids of about 60 mm.
 BLOBS = [((0.0, 0.0, 0.0), 12.0, 0.02), ((8.0, -5.0, 2.0), 4.0, 0.015), ((-9.0, 6.0, -3.0), 5.0, -0.008),
@@ -86,11 +87,6 @@ def disk_sinogram(geometry: CTGeometry, disks=DISKS) -> np.ndarray:
     return sino.astype(np.float32)
 
 
-def psnr(img, ref) -> float:
-    """PSNR (dB) with the reference's value range as peak, as the benchmark tables use."""
-    img, ref = np.asarray(img, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    mse = np.mean((img - ref) ** 2)
-    return float(10 * np.log10((ref.max() - ref.min()) ** 2 / mse))
 
 
 def rel_rms(a, b) -> float:
