@@ -57,10 +57,14 @@ class AstraCTBackend:
             pass
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return _AstraProject.apply(image, self)
+        from .ct_projector import _Project
+
+        return _Project.apply(image, self)
 
     def adjoint(self, sino: torch.Tensor) -> torch.Tensor:
-        return _AstraBackproject.apply(sino, self)
+        from .ct_projector import _Backproject
+
+        return _Backproject.apply(sino, self)
 
     # Raw (non-autograd) operations on [nz, ny, nx] / [n_views, n_rows, n_cols] float32 CUDA tensors.
     def _link(self, t: torch.Tensor):
@@ -98,34 +102,13 @@ class AstraCTBackend:
         self._call("direct_BP3D", vol, proj)
         return vol.to(sino.dtype)
 
-    def fp_batched(self, image):
+    # The autograd pair in ct_projector calls these two (backward of one is the other).
+    def _forward_raw(self, image):
         if image.dim() == 4:
             return torch.stack([self.fp_raw(im) for im in image])
         return self.fp_raw(image)
 
-    def bp_batched(self, sino):
+    def _adjoint_raw(self, sino):
         if sino.dim() == 4:
             return torch.stack([self.bp_raw(s) for s in sino])
         return self.bp_raw(sino)
-
-
-class _AstraProject(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, image, backend):
-        ctx.backend = backend
-        return backend.fp_batched(image)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _AstraBackproject.apply(grad, ctx.backend), None
-
-
-class _AstraBackproject(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, sino, backend):
-        ctx.backend = backend
-        return backend.bp_batched(sino)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _AstraProject.apply(grad, ctx.backend), None

@@ -412,6 +412,9 @@ def _grid_sample_input_grad(grad_out, template, coords):
 
 
 class _Project(torch.autograd.Function):
+    """Forward projection with the adjoint as backward, for any `op` with `_forward_raw` and
+    `_adjoint_raw` (the torch projector and the astra backend)."""
+
     @staticmethod
     def forward(ctx, image, op):
         ctx.op = op
