@@ -114,6 +114,8 @@ class INRReconParameterNode:
     hashLevels: Annotated[int, WithinRange(0, 32), Default(0)]
     hashTableLog2: Annotated[int, WithinRange(0, 24), Default(0)]
     loss: Annotated[str, Choice(list(LOSSES)), Default("preset")]
+    tvWeight: Annotated[float, WithinRange(-1.0, 10.0), Decimals(4), Default(-1.0)]  # -1: preset
+    coarseToFine: Annotated[float, WithinRange(-1.0, 1.0), Decimals(2), Default(-1.0)]  # -1: preset
     useADMM: Annotated[bool, Default(False)]
     admmAdamSteps: Annotated[int, WithinRange(0, 10000), Default(0)]
     admmCGLSSteps: Annotated[int, WithinRange(0, 10000), Default(0)]
@@ -362,7 +364,8 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
 
         return build_config(
             p.preset, modality, embed_iterations=p.embedIterations, embed_lr=p.embedLearningRate,
-            lr=p.learningRate, loss="" if p.loss == "preset" else p.loss, use_admm=p.useADMM,
+            lr=p.learningRate, loss="" if p.loss == "preset" else p.loss, tv_weight=p.tvWeight,
+            coarse_to_fine=p.coarseToFine, use_admm=p.useADMM,
             admm_adam_steps=p.admmAdamSteps, admm_cgls_steps=p.admmCGLSSteps, admm_rho=p.admmRho,
             network_width=p.networkWidth, network_depth=p.networkDepth, fourier_features=p.fourierFeatures,
             fourier_sigma=p.fourierSigma, hash_levels=p.hashLevels, hash_log2_table=p.hashTableLog2)

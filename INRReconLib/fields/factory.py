@@ -44,9 +44,69 @@ class Field(nn.Module):
         self.network = network
         self.config = config
         self.n_dims = encoding.n_dims
+        # Per-feature weights of the encoding output (None = all on); see set_active_levels.
+        self.feature_weight = None
+        # First hash-table entry that gets no gradient (None = all train); see set_trainable_levels.
+        self._frozen_from = None
+        self._grad_hook = None
+
+    @property
+    def n_levels(self) -> int:
+        """Resolution levels of a HashGrid encoding (0 for other encodings)."""
+        if self.config.get("encoding", {}).get("otype") != "HashGrid":
+            return 0
+        return int(self.config["encoding"].get("n_levels", 16))
+
+    def set_active_levels(self, t: float | None) -> None:
+        """Coarse-to-fine: level l of the hash grid is weighted by clamp(t - l, 0, 1), so levels
+        below t are fully on, the next one fades in, finer ones are off (None: all on).
+
+        Switching fine levels off early keeps a sparse-view fit from spending its first steps on
+        high-frequency streaks the data cannot pin down; ramping them in smoothly avoids a jump in
+        the loss when a level turns on."""
+        if t is not None and self.n_levels == 0:
+            raise InputError("coarse_to_fine", "needs a HashGrid encoding (it switches resolution levels on).",
+                             "Set coarse_to_fine to 0 for Fourier/Identity encodings.")
+        if t is None or t >= self.n_levels:
+            self.feature_weight = None
+            return
+        n_feat = self.encoding.n_output_dims // self.n_levels
+        levels = torch.arange(self.n_levels, dtype=torch.float32)
+        weight = (float(t) - levels).clamp(0.0, 1.0).repeat_interleave(n_feat)
+        self.feature_weight = weight.to(next(self.parameters()).device)
+
+    def set_trainable_levels(self, t: float | None) -> None:
+        """Coarse-to-fine for a field that already holds an image (NeRP after the prior
+        embedding): the table entries of levels >= ceil(t) get zero gradient, so they keep the
+        embedded values while the coarse levels and the network absorb the large changes first
+        (None: every level trains). Adam moves an entry whose gradients have all been zero by
+        exactly zero, so a frozen level stays as embedded until its turn comes."""
+        if t is not None and self.n_levels == 0:
+            raise InputError("coarse_to_fine", "needs a HashGrid encoding (it switches resolution levels on).",
+                             "Set coarse_to_fine to 0 for Fourier/Identity encodings.")
+        if t is None or t >= self.n_levels:
+            self._frozen_from = None
+            return
+        level = int(math.ceil(float(t)))
+        if level >= self.n_levels:
+            self._frozen_from = None
+            return
+        self._frozen_from = self.encoding.level_offset(level) * self.encoding.n_output_dims // self.n_levels
+        if self._grad_hook is None:
+            self._grad_hook = self.encoding.table.register_hook(self._mask_table_grad)
+
+    def _mask_table_grad(self, grad):
+        if self._frozen_from is None:
+            return grad
+        grad = grad.clone()
+        grad[self._frozen_from:] = 0
+        return grad
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        return self.network(self.encoding(coords))
+        features = self.encoding(coords)
+        if self.feature_weight is not None:
+            features = features * self.feature_weight
+        return self.network(features)
 
 
 def _check_keys(section: str, given: dict, allowed: set):

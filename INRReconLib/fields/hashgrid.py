@@ -78,6 +78,15 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("primes", torch.tensor(_PRIMES[:n_dims], dtype=torch.int64), persistent=False)
         self.n_output_dims = self.n_levels * self.n_features
 
+    @property
+    def table(self) -> torch.Tensor:
+        """The flat parameter vector (level after level)."""
+        return self.params
+
+    def level_offset(self, level: int) -> int:
+        """First table row of `level` (rows hold n_features_per_level values each)."""
+        return self.layout[level][3]
+
     def _index(self, vertex: torch.Tensor, resolution: int, size: int, dense: bool) -> torch.Tensor:
         """vertex: int64 [..., d] -> table row within the level, as tcnn's grid_index."""
         if dense:
@@ -128,6 +137,16 @@ class TcnnHashGridEncoding(nn.Module):
             self.enc = tcnn.Encoding(n_dims, enc)
         self.n_dims = n_dims
         self.n_output_dims = self.enc.n_output_dims
+        # tcnn lays the table out as we do (level_layout), so level offsets are computed here.
+        self.layout = level_layout(n_dims, int(enc.get("n_levels", 16)), int(enc.get("log2_hashmap_size", 19)),
+                                   int(enc.get("base_resolution", 16)), float(enc.get("per_level_scale", 2.0)))
+
+    @property
+    def table(self) -> torch.Tensor:
+        return self.enc.params
+
+    def level_offset(self, level: int) -> int:
+        return self.layout[level][3]
 
     def forward(self, x):
         return self.enc(((x + 1.0) * 0.5).clamp(0.0, 1.0)).float()

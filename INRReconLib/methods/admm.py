@@ -69,17 +69,24 @@ def operator_norm_sq(forward: Callable, adjoint: Callable, like: torch.Tensor, n
 def admm_fit(raster: Callable[[], torch.Tensor], optimizer, scheduler, forward: Callable, adjoint: Callable,
              y: torch.Tensor, *, total_steps: int, adam_steps: int = 50, cgls_steps: int = 50, rho: float = 0.1,
              regulariser: Callable | None = None, report: Callable | None = None,
-             should_stop: Callable[[], bool] = lambda: False) -> tuple[int, bool, dict]:
+             should_stop: Callable[[], bool] = lambda: False,
+             on_step: Callable[[int], None] = lambda step: None) -> tuple[int, bool, dict]:
     """Run ADMM until `total_steps` Adam steps of the network are done.
 
     raster(): the field on the grid (normalised units, autograd-aware). rho is relative to ‖A‖², so
-    one value works across geometries. regulariser(image) -> scalar is added to the image fit.
+    one value works across geometries. regulariser(image) -> scalar is weighted as in the Adam path,
+    where the objective is ‖Af − y‖²/‖y‖² + R(f): ADMM splits ‖Az − y‖² + ‖y‖² R(f) with penalty
+    ρ/2‖z − f + u‖², so the image fit mean((f − t)²) carries R with the factor 2‖y‖²/(ρ N) (N the
+    number of voxels). Both optimizers then minimise the same objective and a tv_weight tuned for
+    one holds for the other.
     report(step, loss, **extra) is called after every Adam step; extra carries primal_residual and
-    dual_residual (relative) after the last step of each outer iteration.
+    dual_residual (relative) after the last step of each outer iteration. on_step(step) runs before
+    every Adam step (the coarse-to-fine level schedule).
     Returns (steps done, stopped early?, last residuals)."""
     with torch.no_grad():
         f = raster().detach()
     rho_abs = float(rho) * operator_norm_sq(forward, adjoint, f)
+    reg_factor = 2.0 * float(y.abs().pow(2).sum()) / (rho_abs * f.numel())
     z = f.clone()
     u = torch.zeros_like(f)
     step = 0
@@ -91,12 +98,13 @@ def admm_fit(raster: Callable[[], torch.Tensor], optimizer, scheduler, forward: 
         target = z + u
         n_inner = min(int(adam_steps), total_steps - step)
         for k in range(n_inner):
+            on_step(step)
             optimizer.zero_grad(set_to_none=True)
             image = raster()
             diff = image - target
             loss = (diff.real ** 2 + diff.imag ** 2).mean() if diff.is_complex() else (diff ** 2).mean()
             if regulariser is not None:
-                loss = loss + regulariser(image)
+                loss = loss + reg_factor * regulariser(image)
             loss.backward()
             optimizer.step()
             if scheduler is not None:

@@ -11,7 +11,11 @@ can be reproduced and two runs diffed. Keys:
   schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"
   loss              "l2" | "l1" | "fls" (CT) | "rel_l2" (MR k-space); rel_l2_eps, fls_window
   optimizer         "adam" | "admm";  admm: {"adam_steps", "cgls_steps", "rho"}
-  tv_weight         weight of a total-variation term on the normalised image (0 = off)
+  coarse_to_fine    HashGrid: bring resolution levels in coarse to fine over this fraction of the
+                    fitting steps (INR: fine levels masked; NeRP: fine levels frozen at the
+                    embedded prior); 0 = all levels from the start
+  tv_weight         weight of a total-variation term on the normalised image (0 = off), quoted
+                    for a grid 128 voxels wide and scaled by n/128 (same balance at any size)
   subsets           CT ordered subsets of views: one subset per step (1 = all views)
   points_per_chunk  evaluate the field in chunks of this many points with gradient checkpointing
                     (0 = all at once); lowers GPU memory for 3D

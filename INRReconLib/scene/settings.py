@@ -11,14 +11,15 @@ from ..methods.presets import load_config
 
 
 def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -1, embed_lr: float = 0.0,
-                 lr: float = 0.0, loss: str = "", use_admm: bool = False, admm_adam_steps: int = 0,
-                 admm_cgls_steps: int = 0, admm_rho: float = 0.0, network_width: int = 0, network_depth: int = 0,
+                 lr: float = 0.0, loss: str = "", tv_weight: float = -1.0, coarse_to_fine: float = -1.0,
+                 use_admm: bool = False, admm_adam_steps: int = 0, admm_cgls_steps: int = 0, admm_rho: float = 0.0, network_width: int = 0, network_depth: int = 0,
                  fourier_features: int = 0, fourier_sigma: float = 0.0, hash_levels: int = 0,
                  hash_log2_table: int = 0) -> dict:
     """A config dict for `write_job(config=...)`, checked by `load_config` (InputError when wrong).
 
-    embed_iterations: prior-embedding steps (-1: preset). Learning rates are Adam's. Encoding keys
-    apply to the preset's encoding kind only (Fourier: features, sigma; HashGrid: levels, table).
+    embed_iterations, tv_weight, coarse_to_fine: -1 keeps the preset's value (0 is a real setting:
+    off). Other numbers: 0 keeps the preset's value. Learning rates are Adam's. Encoding keys apply
+    to the preset's encoding kind only (Fourier: features, sigma; HashGrid: levels, table).
     """
     base = load_config(preset, modality=modality)
     cfg: dict = {"preset": preset}
@@ -30,6 +31,10 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
         cfg["lr"] = float(lr)
     if loss:
         cfg["loss"] = loss
+    if tv_weight >= 0:
+        cfg["tv_weight"] = float(tv_weight)
+    if coarse_to_fine >= 0:
+        cfg["coarse_to_fine"] = float(coarse_to_fine)
     if use_admm:
         cfg["optimizer"] = "admm"
         admm = {}

@@ -32,3 +32,25 @@ def sparse_ct_case(n=64, views=15, spacing=2.0):
     return Measurement("CT", sino, grid, geo), truth, prior
 
 
+
+
+def sparse_cone_case(n=24, nz=12, views=12, spacing=2.0):
+    """(measurement, truth, prior) in 3D: the thorax phantom extruded along z (ends cut off) with a
+    spherical lesion, circular cone beam over 360°; the prior's lesion half as large."""
+    from INRReconLib.physics import cone_geometry
+
+    z = np.linspace(-1, 1, nz)[:, None, None]
+    y, x = np.mgrid[-1:1:n * 1j, -1:1:n * 1j]
+
+    def volume(lesion_radius):
+        vol = np.repeat(thorax_phantom(n, 0.0), nz, axis=0) * (np.abs(z) < 0.8)
+        ball = (x + 0.35) ** 2 + (y - 0.1) ** 2 + (0.5 * z) ** 2 < lesion_radius ** 2
+        return np.where(ball, 0.021, vol).astype(np.float32)
+
+    grid = ImageGrid.centred((nz, n, n), (spacing,) * 3)
+    geo = cone_geometry(np.linspace(0, 2 * np.pi, views, endpoint=False), int(n * 2), spacing, 200.0, 200.0,
+                        n_rows=int(nz * 2), row_spacing_mm=spacing)
+    truth, prior = volume(0.25), volume(0.12)
+    op = operator_for(Measurement("CT", np.zeros(geo.sinogram_shape, np.float32), grid, geo))
+    sino = op.forward(torch.as_tensor(truth)).numpy().astype(np.float32)
+    return Measurement("CT", sino, grid, geo), truth, prior

@@ -102,3 +102,52 @@ def test_hashgrid_matches_tinycudann():
     close = (a - b).abs().max(dim=1).values < 1e-4
     assert close.float().mean() > 0.99
     del tcnn
+
+
+def test_coarse_to_fine_level_weights():
+    cfg = resolve_field_config({"encoding": {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2,
+                                             "log2_hashmap_size": 12, "base_resolution": 4},
+                                "network": {"otype": "ReLU", "n_neurons": 16, "n_hidden_layers": 1}}, (1, 32, 32))
+    field = build_field(cfg, 2, 1)
+    x = torch.rand(50, 2) * 2 - 1
+    full = field(x)
+    field.set_active_levels(1.5)  # level 0 on, level 1 half, levels 2-3 off
+    assert field.feature_weight.tolist() == [1, 1, 0.5, 0.5, 0, 0, 0, 0]
+    # With levels 2-3 off, changing their table entries cannot change the output.
+    masked = field(x)
+    with torch.no_grad():
+        enc = field.encoding
+        lo = enc.layout[2][3] * enc.n_features
+        enc.params[lo:] += 1.0
+    assert torch.allclose(field(x), masked)
+    field.set_active_levels(None)
+    assert field.feature_weight is None and not torch.allclose(field(x), full)
+    fourier = build_field({"encoding": {"otype": "Fourier", "n_features": 8},
+                           "network": {"otype": "ReLU", "n_neurons": 8, "n_hidden_layers": 1}}, 2, 1)
+    with pytest.raises(InputError, match="coarse_to_fine"):
+        fourier.set_active_levels(1.0)
+
+
+def test_coarse_to_fine_frozen_levels_keep_their_values():
+    cfg = resolve_field_config({"encoding": {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2,
+                                             "log2_hashmap_size": 12, "base_resolution": 4},
+                                "network": {"otype": "ReLU", "n_neurons": 16, "n_hidden_layers": 1}}, (1, 32, 32))
+    field = build_field(cfg, 2, 1)
+    enc = field.encoding
+    split = enc.level_offset(2) * enc.n_features
+    before = enc.params.detach().clone()
+    opt = torch.optim.Adam(field.parameters(), lr=1e-2)
+    field.set_trainable_levels(1.5)  # levels 0-1 train, 2-3 frozen
+    for _ in range(3):
+        opt.zero_grad()
+        field(torch.rand(64, 2) * 2 - 1).square().mean().backward()
+        opt.step()
+    after = enc.params.detach()
+    assert torch.equal(after[split:], before[split:])
+    assert not torch.equal(after[:split], before[:split])
+    field.set_trainable_levels(3.5)  # the last level fading in: every level trains
+    assert field._frozen_from is None
+    field.set_trainable_levels(None)
+    opt.zero_grad()
+    field(torch.rand(64, 2) * 2 - 1).square().mean().backward()
+    assert enc.params.grad[split:].abs().sum() > 0

@@ -132,7 +132,7 @@ def test_fls_and_admm_converge_faster_than_l2():
         assert result.config["loss"] == cfg.get("loss", "l2")
     target = runs["l2"][-1][1]
     print({k: v[-1] for k, v in runs.items()}, target)
-    assert target > 15.0  # L2 is still far from converged here (measured 16.5-20.8 dB at 80-120 steps)
+    assert target > 15.0  # L2 is still far from converged here (measured 22.5 dB at 80 steps; FLS 26.8, ADMM 26.5)
     for name in ("fls", "admm"):
         it = _first_reaching(runs[name], target - 0.1)
         assert it is not None and it <= 0.75 * n, (name, runs[name], target)

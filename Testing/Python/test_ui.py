@@ -81,3 +81,15 @@ def test_module_choices_match_the_library():
 
     assert set(_module_tuple("METHODS")) <= set(METHODS), "the module offers a method the registry lacks"
     assert set(_module_tuple("PRESETS")) <= set(preset_names())
+
+
+def test_build_config_sentinels():
+    from INRReconLib.methods.presets import load_config
+    from INRReconLib.scene.settings import build_config
+
+    preset = load_config("hash-ct")
+    kept = load_config(build_config("hash-ct"))
+    assert kept["tv_weight"] == preset["tv_weight"] and kept["coarse_to_fine"] == preset["coarse_to_fine"]
+    off = load_config(build_config("hash-ct", tv_weight=0.0, coarse_to_fine=0.0, lr=0.01, use_admm=True, admm_rho=0.5))
+    assert off["tv_weight"] == 0.0 and off["coarse_to_fine"] == 0.0 and off["lr"] == 0.01
+    assert off["optimizer"] == "admm" and off["admm"]["rho"] == 0.5
