@@ -12,7 +12,8 @@ from ..methods.presets import load_config
 
 def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -1, embed_lr: float = 0.0,
                  lr: float = 0.0, loss: str = "", tv_weight: float = -1.0, coarse_to_fine: float = -1.0,
-                 use_admm: bool = False, admm_adam_steps: int = 0, admm_cgls_steps: int = 0, admm_rho: float = 0.0, network_width: int = 0, network_depth: int = 0,
+                 use_admm: bool = False, admm_adam_steps: int = 0, admm_cgls_steps: int = 0,
+                 admm_rho: float = 0.0, network_width: int = 0, network_depth: int = 0,
                  fourier_features: int = 0, fourier_sigma: float = 0.0, hash_levels: int = 0,
                  hash_log2_table: int = 0) -> dict:
     """A config dict for `write_job(config=...)`, checked by `load_config` (InputError when wrong).

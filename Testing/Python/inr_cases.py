@@ -32,8 +32,6 @@ def sparse_ct_case(n=64, views=15, spacing=2.0):
     return Measurement("CT", sino, grid, geo), truth, prior
 
 
-
-
 def sparse_cone_case(n=24, nz=12, views=12, spacing=2.0):
     """(measurement, truth, prior) in 3D: the thorax phantom extruded along z (ends cut off) with a
     spherical lesion, circular cone beam over 360°; the prior's lesion half as large."""
