@@ -57,6 +57,11 @@ class Field(nn.Module):
             return 0
         return int(self.config["encoding"].get("n_levels", 16))
 
+    def _require_levels(self, t) -> None:
+        if t is not None and self.n_levels == 0:
+            raise InputError("coarse_to_fine", "needs a HashGrid encoding (it switches resolution levels on).",
+                             "Set coarse_to_fine to 0 for Fourier/Identity encodings.")
+
     def set_active_levels(self, t: float | None) -> None:
         """Coarse-to-fine: level l of the hash grid is weighted by clamp(t - l, 0, 1), so levels
         below t are fully on, the next one fades in, finer ones are off (None: all on).
@@ -64,9 +69,7 @@ class Field(nn.Module):
         Switching fine levels off early keeps a sparse-view fit from spending its first steps on
         high-frequency streaks the data cannot pin down; ramping them in smoothly avoids a jump in
         the loss when a level turns on."""
-        if t is not None and self.n_levels == 0:
-            raise InputError("coarse_to_fine", "needs a HashGrid encoding (it switches resolution levels on).",
-                             "Set coarse_to_fine to 0 for Fourier/Identity encodings.")
+        self._require_levels(t)
         if t is None or t >= self.n_levels:
             self.feature_weight = None
             return
@@ -81,14 +84,9 @@ class Field(nn.Module):
         embedded values while the coarse levels and the network absorb the large changes first
         (None: every level trains). Adam moves an entry whose gradients have all been zero by
         exactly zero, so a frozen level stays as embedded until its turn comes."""
-        if t is not None and self.n_levels == 0:
-            raise InputError("coarse_to_fine", "needs a HashGrid encoding (it switches resolution levels on).",
-                             "Set coarse_to_fine to 0 for Fourier/Identity encodings.")
-        if t is None or t >= self.n_levels:
-            self._frozen_from = None
-            return
-        level = int(math.ceil(float(t)))
-        if level >= self.n_levels:
+        self._require_levels(t)
+        level = None if t is None else int(math.ceil(float(t)))
+        if level is None or level >= self.n_levels:  # the last level fading in trains too
             self._frozen_from = None
             return
         self._frozen_from = self.encoding.level_offset(level) * self.encoding.n_output_dims // self.n_levels
