@@ -10,6 +10,13 @@ from __future__ import annotations
 from ..methods.presets import load_config
 
 
+def _put(section: dict, key: str, value, cast, zero_is_setting: bool = False) -> None:
+    """section[key] = cast(value) for a positive value (or zero, where 0 is a real setting such as
+    "TV off"); anything lower means "keep the preset's value"."""
+    if value > 0 or (zero_is_setting and value == 0):
+        section[key] = cast(value)
+
+
 def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -1, embed_lr: float = 0.0,
                  lr: float = 0.0, loss: str = "", tv_weight: float = -1.0, coarse_to_fine: float = -1.0,
                  use_admm: bool = False, admm_adam_steps: int = 0, admm_cgls_steps: int = 0,
@@ -24,46 +31,32 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
     """
     base = load_config(preset, modality=modality)
     cfg: dict = {"preset": preset}
-    if embed_iterations >= 0:
-        cfg["embed_iterations"] = int(embed_iterations)
-    if embed_lr > 0:
-        cfg["embed_lr"] = float(embed_lr)
-    if lr > 0:
-        cfg["lr"] = float(lr)
+    _put(cfg, "embed_iterations", embed_iterations, int, zero_is_setting=True)
+    _put(cfg, "embed_lr", embed_lr, float)
+    _put(cfg, "lr", lr, float)
     if loss:
         cfg["loss"] = loss
-    if tv_weight >= 0:
-        cfg["tv_weight"] = float(tv_weight)
-    if coarse_to_fine >= 0:
-        cfg["coarse_to_fine"] = float(coarse_to_fine)
+    _put(cfg, "tv_weight", tv_weight, float, zero_is_setting=True)
+    _put(cfg, "coarse_to_fine", coarse_to_fine, float, zero_is_setting=True)
     if use_admm:
         cfg["optimizer"] = "admm"
         admm = {}
-        if admm_adam_steps > 0:
-            admm["adam_steps"] = int(admm_adam_steps)
-        if admm_cgls_steps > 0:
-            admm["cgls_steps"] = int(admm_cgls_steps)
-        if admm_rho > 0:
-            admm["rho"] = float(admm_rho)
+        _put(admm, "adam_steps", admm_adam_steps, int)
+        _put(admm, "cgls_steps", admm_cgls_steps, int)
+        _put(admm, "rho", admm_rho, float)
         if admm:
             cfg["admm"] = admm
     network = {}
-    if network_width > 0:
-        network["n_neurons"] = int(network_width)
-    if network_depth > 0:
-        network["n_hidden_layers"] = int(network_depth)
+    _put(network, "n_neurons", network_width, int)
+    _put(network, "n_hidden_layers", network_depth, int)
     encoding = {}
     otype = base["field"]["encoding"].get("otype")
     if otype == "Fourier":
-        if fourier_features > 0:
-            encoding["n_features"] = int(fourier_features)
-        if fourier_sigma > 0:
-            encoding["sigma"] = float(fourier_sigma)
+        _put(encoding, "n_features", fourier_features, int)
+        _put(encoding, "sigma", fourier_sigma, float)
     elif otype == "HashGrid":
-        if hash_levels > 0:
-            encoding["n_levels"] = int(hash_levels)
-        if hash_log2_table > 0:
-            encoding["log2_hashmap_size"] = int(hash_log2_table)
+        _put(encoding, "n_levels", hash_levels, int)
+        _put(encoding, "log2_hashmap_size", hash_log2_table, int)
     field = {k: v for k, v in (("encoding", encoding), ("network", network)) if v}
     if field:
         cfg["field"] = field
