@@ -59,10 +59,16 @@ def ijk_to_lps_matrix(grid: ImageGrid) -> np.ndarray:
     return m
 
 
+# LPS (ITK, files) <-> RAS (Slicer): negate x and y. Its own inverse.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
 def ijk_to_ras_matrix(grid: ImageGrid) -> np.ndarray:
     """4x4 matrix voxel index (i, j, k, 1) -> RAS mm, as Slicer's `SetIJKToRASMatrix` wants it:
-    diag(-1, -1, 1, 1) · [direction · diag(spacing) | origin]."""
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_lps_matrix(grid)
+    LPS_TO_RAS · [direction · diag(spacing) | origin]."""
+    m = ijk_to_lps_matrix(grid)
+    m[:3] = LPS_TO_RAS @ m[:3]
+    return m
 
 
 def lps_to_ras(points) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from .ct_geometry import CTGeometry
+from .ct_projector import _Backproject, _Project
 from .grid import ImageGrid
 
 
@@ -57,13 +58,9 @@ class AstraCTBackend:
             pass
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from .ct_projector import _Project
-
         return _Project.apply(image, self)
 
     def adjoint(self, sino: torch.Tensor) -> torch.Tensor:
-        from .ct_projector import _Backproject
-
         return _Backproject.apply(sino, self)
 
     # Raw (non-autograd) operations on [nz, ny, nx] / [n_views, n_rows, n_cols] float32 CUDA tensors.

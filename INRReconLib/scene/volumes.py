@@ -14,10 +14,9 @@ import os
 
 import numpy as np
 
+from ..io.volume import LPS_TO_RAS
 from ..io.volume import ijk_to_ras_matrix as ijk_to_ras_from_grid  # noqa: F401 (re-exported)
 from ..physics.grid import ImageGrid
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def grid_from_ijk_to_ras(ijk_to_ras: np.ndarray, shape_zyx) -> ImageGrid:
