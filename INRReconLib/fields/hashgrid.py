@@ -8,6 +8,10 @@ table trained here loads there and the two agree numerically (Testing/Python/tes
 - a level whose vertices fit into the table is indexed densely (x + y*R + z*R^2), a finer one
   through the spatial hash XOR_i(p_i * prime_i) (primes 1, 2654435761, 805459861), both mod the
   level's table size; the level sizes are rounded up to multiples of 8 as in tcnn;
+- a dense level is interpolated by `grid_sample` on the level's vertex lattice gathered from the
+  table (one extra vertex per axis, indexed as above, so the wrap-around at the upper edge is
+  tcnn's): 4-8x faster on the CPU than gathering 2^d corners per point, and the same numbers up
+  to fp32 rounding of the position (~R * 6e-8);
 - parameters are one flat vector, level after level, n_features_per_level per entry; the output
   is level-major [l0 f0, l0 f1, l1 f0, ...].
 Runs on CPU and GPU; memory grows with N * 2^d per level, so callers chunk large 3D batches.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
@@ -77,6 +82,7 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("corners", corners, persistent=False)
         self.register_buffer("primes", torch.tensor(_PRIMES[:n_dims], dtype=torch.int64), persistent=False)
         self.n_output_dims = self.n_levels * self.n_features
+        self._lattice = {}  # (resolution, device) -> table rows of a dense level's vertex lattice
 
     @property
     def table(self) -> torch.Tensor:
@@ -101,12 +107,31 @@ class HashGridEncoding(nn.Module):
                 index = index ^ ((vertex[..., d] * self.primes[d]) & _MASK32)
         return index % size
 
+    def _dense_level(self, table, pos, resolution: int, size: int, offset: int) -> torch.Tensor:
+        """Interpolate a dense level: pos [N, d] in vertex units -> [N, F]."""
+        d = self.n_dims
+        key = (resolution, pos.device)
+        if key not in self._lattice:
+            ax = torch.arange(resolution + 1, device=pos.device)
+            # meshgrid in (z, y, x) order, reversed so that vertex[..., 0] is x (the fastest axis).
+            vertex = torch.stack(torch.meshgrid(*([ax] * d), indexing="ij")[::-1], dim=-1)
+            self._lattice[key] = self._index(vertex, resolution, size, True)
+        rows = self._lattice[key] + offset
+        volume = table[rows].movedim(-1, 0)[None]                          # [1, F, (R+1)^d]
+        # align_corners=True puts vertex i at -1 + 2 i / R: pos in [0, R] maps onto [-1, 1].
+        grid = (pos * (2.0 / resolution) - 1.0).view(1, *([1] * (d - 1)), -1, d)
+        out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out.reshape(self.n_features, -1).t()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x01 = ((x.float() + 1.0) * 0.5).clamp(0.0, 1.0)
         table = self.params.view(-1, self.n_features)
         outs = []
         for scale, resolution, size, offset, dense in self.layout:
             pos = x01 * scale + 0.5
+            if dense and self.n_dims <= 3:  # grid_sample stops at 3D
+                outs.append(self._dense_level(table, pos, resolution, size, offset))
+                continue
             base = torch.floor(pos)
             frac = pos - base
             vertex = base.long()[:, None, :] + self.corners[None]          # [N, 2^d, d]

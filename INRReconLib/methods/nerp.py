@@ -118,6 +118,7 @@ class _Problem:
             raise InputError("/data", f"has {data.shape[0]} frames; NeRP/INR reconstruct one static image.",
                              "Use the dynamic MRI method for time series, or pick one frame.")
         self.op = operator_for(measurement, device)
+        self.n_coils = self.op.n_coils if self.mr else 1
         dtype = torch.complex64 if self.mr else torch.float32
         self.y = torch.as_tensor(data, dtype=dtype, device=device)
         if tuple(self.y.shape) != tuple(self.op.data_shape if self.mr else self.op.sinogram_shape):
@@ -161,7 +162,8 @@ class _Problem:
             den = torch.real(torch.vdot(ap.reshape(-1), ap.reshape(-1))).clamp_min(1e-30)
         return float(num / den)
 
-    def loss(self, image_n, cfg, subset: int = 0):
+    def loss(self, image_n, cfg, subset: int = 0, l2_share: float = 0.0):
+        """The config's data loss; l2_share s in (0, 1] blends it with plain L2: (1 − s) loss + s L2."""
         if self.subsets[0] is None or len(self.subsets) == 1:
             pred, data = self.A(image_n), self.y_n
         else:
@@ -169,7 +171,10 @@ class _Problem:
             pred, data = self.sub_ops[subset % len(self.subsets)].forward(image_n), self.y_n[torch.as_tensor(idx, device=self.device)]
         if cfg["loss"] == "rel_l2":
             return data_loss("rel_l2", pred / self.y_max, data / self.y_max, eps=float(cfg["rel_l2_eps"]))
-        return data_loss(cfg["loss"], pred, data, col_spacing_mm=self.col_spacing, window=cfg["fls_window"])
+        value = data_loss(cfg["loss"], pred, data, col_spacing_mm=self.col_spacing, window=cfg["fls_window"])
+        if l2_share > 0:
+            value = (1.0 - l2_share) * value + l2_share * data_loss("l2", pred, data)
+        return value
 
 
 def _isocentre_col_spacing(geometry) -> float:
@@ -265,16 +270,24 @@ def _level_schedule(field, cfg, total: int, embedded: bool):
     return schedule
 
 
+def tv_weight(cfg, problem) -> float:
+    """The TV weight applied on this problem's grid.
+
+    TV per voxel of the same anatomy falls as 1/n on a grid n voxels wide, so the config's weight
+    is quoted for n = 128 and scaled by n/128: one tv_weight keeps the data/TV balance at any size
+    (measured on the thorax slice: best 0.01 at 128², 0.02 unscaled at 256²). More coils pin the
+    image down better and need less TV, so the weight is quoted for one coil and divided by
+    √coils (brain slice, NeRP, best: 0.002 for 1 coil and 0.0007 for 8 at 256²)."""
+    return float(cfg["tv_weight"]) * max(problem.grid.shape) / 128.0 / math.sqrt(problem.n_coils)
+
+
 def fit_measurements(field, coords, problem, cfg, monitor, stage="fitting", embedded=False):
     """(b) Fit the field to the data through the operator. Returns (steps, cancelled, extra)."""
     total = int(cfg["iterations"])
     levels = _level_schedule(field, cfg, total, embedded)
     chunk = int(cfg["points_per_chunk"])
     raster = _raster_fn(field, coords, problem, chunk)
-    # TV per voxel of the same anatomy falls as 1/n on a grid n voxels wide, so the weight is
-    # quoted for n = 128 and scaled by n/128: one tv_weight keeps the data/TV balance at any size
-    # (measured on the thorax slice: best 0.01 at 128², 0.02 unscaled at 256²).
-    tv_w = float(cfg["tv_weight"]) * max(problem.grid.shape) / 128.0
+    tv_w = tv_weight(cfg, problem)
     regulariser = (lambda img: tv_w * tv_loss(img)) if tv_w > 0 else None
     opt = torch.optim.Adam(field.parameters(), lr=float(cfg["lr"]))
     sched = make_scheduler(opt, cfg["schedule"], total, cfg["step_size"], cfg["gamma"])
@@ -296,6 +309,10 @@ def fit_measurements(field, coords, problem, cfg, monitor, stage="fitting", embe
             levels(None)
         return steps, cancelled, residuals
 
+    # FLS converges fast on the coarse, well-measured content but its minimiser weights the
+    # high-frequency residual more than L2 does, so with sparse views it ends up fitting streaks;
+    # handing over to L2 keeps the fast start and converges to the L2 solution.
+    handover = float(cfg["fls_handover"]) * total if cfg["loss"] == "fls" else 0.0
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     order = []
     loss_value = float("nan")
@@ -305,7 +322,7 @@ def fit_measurements(field, coords, problem, cfg, monitor, stage="fitting", embe
         levels(it - 1)
         opt.zero_grad(set_to_none=True)
         image = raster()
-        loss = problem.loss(image, cfg, order.pop())
+        loss = problem.loss(image, cfg, order.pop(), l2_share=min(1.0, it / handover) if handover > 0 else 0.0)
         if regulariser is not None:
             loss = loss + regulariser(image)
         loss.backward()
@@ -335,8 +352,9 @@ def _validate(cfg):
     for key in ("lr", "embed_lr"):
         if not float(cfg[key]) > 0:
             raise InputError(key, f"must be > 0, got {cfg[key]}.")
-    if not 0.0 <= float(cfg["coarse_to_fine"]) <= 1.0:
-        raise InputError("coarse_to_fine", f"must be a fraction of the iterations in [0, 1], got {cfg['coarse_to_fine']}.")
+    for key in ("coarse_to_fine", "fls_handover"):
+        if not 0.0 <= float(cfg[key]) <= 1.0:
+            raise InputError(key, f"must be a fraction of the iterations in [0, 1], got {cfg[key]}.")
 
 
 def _run(measurement, prior, config, iterations, device, monitor, use_prior: bool) -> ReconResult:

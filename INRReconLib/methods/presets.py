@@ -10,12 +10,15 @@ can be reproduced and two runs diffed. Keys:
   iterations        data-fitting steps (for ADMM: INR Adam steps in total); lr: their learning rate
   schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"
   loss              "l2" | "l1" | "fls" (CT) | "rel_l2" (MR k-space); rel_l2_eps, fls_window
+  fls_handover      FLS: blend linearly from FLS to plain L2 over this fraction of the fitting
+                    steps (0 = FLS throughout); FLS gets the coarse image fast, L2 the detail
   optimizer         "adam" | "admm";  admm: {"adam_steps", "cgls_steps", "rho"}
   coarse_to_fine    HashGrid: bring resolution levels in coarse to fine over this fraction of the
                     fitting steps (INR: fine levels masked; NeRP: fine levels frozen at the
                     embedded prior); 0 = all levels from the start
   tv_weight         weight of a total-variation term on the normalised image (0 = off), quoted
-                    for a grid 128 voxels wide and scaled by n/128 (same balance at any size)
+                    for a grid 128 voxels wide and one coil; scaled by n/128 (same balance at
+                    any size) and divided by √coils for multi-coil MR
   subsets           CT ordered subsets of views: one subset per step (1 = all views)
   points_per_chunk  evaluate the field in chunks of this many points with gradient checkpointing
                     (0 = all at once); lowers GPU memory for 3D

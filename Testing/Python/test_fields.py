@@ -53,11 +53,13 @@ def test_hashgrid_layout_matches_tcnn_rules():
     assert [d for *_, d in layout] == [True, True, True, False, False, False]
     with torch.no_grad():
         enc.params.copy_(torch.randn_like(enc.params))
-    # at a vertex the interpolation returns exactly that table entry
-    x01 = torch.tensor([[0.3, 0.7], [0.91, 0.13]], dtype=torch.float32)
+    # Bilinear interpolation of the four corner entries, written out per point. Dense levels go
+    # through grid_sample on the vertex lattice, hashed ones through per-corner gathers; the points
+    # near 1 use the extra upper vertex, whose dense index wraps around as in tcnn.
+    x01 = torch.tensor([[0.3, 0.7], [0.91, 0.13], [0.999, 0.998], [0.0, 0.5]], dtype=torch.float32)
     out = enc(x01 * 2 - 1)
     table = enc.params.detach()
-    for level in (1, 4):
+    for level in (0, 1, 2, 4):
         scale, res, size, offset, dense = layout[level]
         for p, value in zip(x01, out[:, level]):
             pos = (p * scale + 0.5).numpy()

@@ -137,3 +137,24 @@ def test_fls_and_admm_converge_faster_than_l2():
         it = _first_reaching(runs[name], target - 0.1)
         assert it is not None and it <= 0.75 * n, (name, runs[name], target)
     assert any("primal_residual" in h for h in mon.history)
+
+
+def test_fls_handover_blends_to_l2():
+    """fls_handover: the loss goes linearly from FLS (share 0) to plain L2 (share 1)."""
+    from inr_cases import sparse_ct_case
+
+    from INRReconLib.methods.nerp import _Problem
+    from INRReconLib.methods.registry import reconstruct
+
+    m, truth, prior = sparse_ct_case(n=32, views=8)
+    cfg = load_config({"preset": "hash-ct", "loss": "fls"})
+    problem = _Problem(m, cfg, "cpu")
+    problem.set_scale(float(truth.max()))
+    image = torch.as_tensor(prior) / problem.scale  # a wrong image: both losses are far from 0
+    fls = float(problem.loss(image, cfg))
+    l2 = float(problem.loss(image, {**cfg, "loss": "l2"}))
+    assert abs(fls - l2) > 0.1 * l2  # the two losses differ, so the blend is visible
+    assert float(problem.loss(image, cfg, l2_share=1.0)) == pytest.approx(l2, rel=1e-6)
+    assert float(problem.loss(image, cfg, l2_share=0.25)) == pytest.approx(0.75 * fls + 0.25 * l2, rel=1e-6)
+    with pytest.raises(InputError, match="fls_handover"):
+        reconstruct(m, "inr", config={"loss": "fls", "fls_handover": 1.5}, iterations=2)

@@ -137,3 +137,27 @@ def test_nerp_cone_beam_3d():
     assert p_nerp > p_fdk + 5.0 and p_nerp > p_inr + 5.0 and p_nerp > p_prior + 2.0
     fine = render(nerp.field, m.grid, upsample=2)
     assert fine.shape == tuple(2 * n for n in truth.shape)
+
+
+def test_tv_weight_scales_with_grid_and_coils():
+    """tv_weight is quoted for a 128-wide grid and one coil: ×n/128 for the grid, ÷√coils."""
+    from inr_cases import sparse_ct_case
+
+    from INRReconLib.methods.nerp import _Problem, tv_weight
+    from INRReconLib.methods.presets import load_config
+    from INRReconLib.physics import ImageGrid, MRGeometry
+    from INRReconLib.physics.mr_sampling import golden_angle_radial
+
+    ct, _, _ = sparse_ct_case(n=32, views=8)
+    cfg = load_config({"preset": "hash-ct", "tv_weight": 0.01})
+    assert tv_weight(cfg, _Problem(ct, cfg, "cpu")) == pytest.approx(0.01 * 32 / 128)
+
+    n, coils = 64, 4
+    grid = ImageGrid.centred((1, n, n), (1.0, 1.0, 1.0))
+    maps = np.ones((coils, 1, n, n), np.complex64) / 2
+    geo = MRGeometry("noncartesian", trajectory=golden_angle_radial(8, 2 * n), coil_maps=maps)
+    k = np.ones((1, coils, 8 * 2 * n), np.complex64)
+    cfg = load_config({"preset": "hash-mr", "tv_weight": 0.002})
+    mr = _Problem(Measurement("MR", k, grid, geo), cfg, "cpu")
+    assert mr.n_coils == coils
+    assert tv_weight(cfg, mr) == pytest.approx(0.002 * 64 / 128 / 2)
