@@ -252,13 +252,17 @@ def embed_prior(field, coords, problem, prior_n, cfg, monitor, stage="prior-embe
 def _level_schedule(field, cfg, total: int, embedded: bool):
     """step -> None: bring hash-grid levels in coarse to fine over the first `coarse_to_fine`
     fraction of the steps, starting from a quarter of the levels. From a random start (INR) the
-    fine levels are masked out of the field; after a prior embedding (NeRP) they stay in the field
-    (they hold the prior's detail) but are frozen until their turn."""
+    fine levels are masked out of the field. After a prior embedding (NeRP) `coarse_to_fine_prior`
+    says what happens to the fine levels, which hold the prior's detail: "freeze" keeps them in
+    the field but untrained until their turn; "mask" takes them out, so the data first fit the
+    prior's coarse content alone, and fades the prior's detail back in with the level (measured,
+    NeRP: CT 256² +0.3 dB with "mask"; MR 128² 0.8-1.0 dB worse, there "freeze" is better)."""
     frac = float(cfg["coarse_to_fine"])
     if frac <= 0:
         return lambda step: None
     n = field.n_levels
-    apply = field.set_trainable_levels if embedded else field.set_active_levels
+    freeze = embedded and cfg["coarse_to_fine_prior"] == "freeze"
+    apply = field.set_trainable_levels if freeze else field.set_active_levels
     if n == 0:
         apply(0.0)  # raises the InputError that names the fix
     start = max(1.0, n / 4)
@@ -352,6 +356,8 @@ def _validate(cfg):
     for key in ("lr", "embed_lr"):
         if not float(cfg[key]) > 0:
             raise InputError(key, f"must be > 0, got {cfg[key]}.")
+    if cfg["coarse_to_fine_prior"] not in ("freeze", "mask"):
+        raise InputError("coarse_to_fine_prior", f"unknown mode {cfg['coarse_to_fine_prior']!r}.", "Use 'freeze' or 'mask'.")
     for key in ("coarse_to_fine", "fls_handover"):
         if not 0.0 <= float(cfg[key]) <= 1.0:
             raise InputError(key, f"must be a fraction of the iterations in [0, 1], got {cfg[key]}.")

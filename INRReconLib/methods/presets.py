@@ -14,8 +14,10 @@ can be reproduced and two runs diffed. Keys:
                     steps (0 = FLS throughout); FLS gets the coarse image fast, L2 the detail
   optimizer         "adam" | "admm";  admm: {"adam_steps", "cgls_steps", "rho"}
   coarse_to_fine    HashGrid: bring resolution levels in coarse to fine over this fraction of the
-                    fitting steps (INR: fine levels masked; NeRP: fine levels frozen at the
-                    embedded prior); 0 = all levels from the start
+                    fitting steps (INR: fine levels masked; NeRP: see coarse_to_fine_prior);
+                    0 = all levels from the start
+  coarse_to_fine_prior  NeRP: "freeze" the embedded prior's fine levels until their turn, or
+                    "mask" them out and fade the prior's detail back in with the level
   tv_weight         weight of a total-variation term on the normalised image (0 = off), quoted
                     for a grid 128 voxels wide and one coil; scaled by n/128 (same balance at
                     any size) and divided by √coils for multi-coil MR

@@ -161,3 +161,24 @@ def test_tv_weight_scales_with_grid_and_coils():
     mr = _Problem(Measurement("MR", k, grid, geo), cfg, "cpu")
     assert mr.n_coils == coils
     assert tv_weight(cfg, mr) == pytest.approx(0.002 * 64 / 128 / 2)
+
+
+def test_coarse_to_fine_prior_modes():
+    """After an embedding, "freeze" keeps the fine levels in the field untrained; "mask" takes them
+    out of the field (as for the INR). Both end with every level on and training."""
+    from INRReconLib.fields import build_field, resolve_field_config
+    from INRReconLib.methods.nerp import _level_schedule
+    from INRReconLib.methods.presets import load_config
+
+    cfg = load_config({"preset": "hash-ct", "coarse_to_fine": 0.5})
+    field = build_field(resolve_field_config(cfg["field"], (1, 32, 32)), 2, 1)
+    for mode in ("freeze", "mask"):
+        schedule = _level_schedule(field, {**cfg, "coarse_to_fine_prior": mode}, total=10, embedded=True)
+        schedule(0)
+        assert (field._frozen_from is not None) == (mode == "freeze")
+        assert (field.feature_weight is not None) == (mode == "mask")
+        schedule(None)
+        assert field._frozen_from is None and field.feature_weight is None
+    m, _, prior = sparse_ct_case(n=32, views=8)
+    with pytest.raises(InputError, match="coarse_to_fine_prior"):
+        reconstruct(m, "nerp", prior=prior, config={"coarse_to_fine_prior": "drop"}, iterations=2)
