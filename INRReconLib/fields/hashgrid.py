@@ -14,7 +14,8 @@ table trained here loads there and the two agree numerically (Testing/Python/tes
   to fp32 rounding of the position (~R * 6e-8);
 - parameters are one flat vector, level after level, n_features_per_level per entry; the output
   is level-major [l0 f0, l0 f1, l1 f0, ...].
-Runs on CPU and GPU; memory grows with N * 2^d per level, so callers chunk large 3D batches.
+Runs on CPU and GPU; a hashed level holds N * 2^d corner gathers in memory, so callers chunk large
+3D batches.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class HashGridEncoding(nn.Module):
         key = (resolution, pos.device)
         if key not in self._lattice:
             ax = torch.arange(resolution + 1, device=pos.device)
-            # meshgrid in (z, y, x) order, reversed so that vertex[..., 0] is x (the fastest axis).
+            # meshgrid in ((z,) y, x) order, reversed so that vertex[..., 0] is x (the fastest axis).
             vertex = torch.stack(torch.meshgrid(*([ax] * d), indexing="ij")[::-1], dim=-1)
             self._lattice[key] = self._index(vertex, resolution, size, True)
         rows = self._lattice[key] + offset
