@@ -19,7 +19,9 @@ from torch import nn
 
 from ..errors import InputError
 from .fourier import FourierEncoding, IdentityEncoding
+from .hashgrid import DEFAULTS as HASHGRID_DEFAULTS
 from .hashgrid import HashGridEncoding, TcnnHashGridEncoding
+from .lattice import lattice_points
 from .mlp import ReluMLP
 from .siren import Siren
 
@@ -55,7 +57,7 @@ class Field(nn.Module):
         """Resolution levels of a HashGrid encoding (0 for other encodings)."""
         if self.config.get("encoding", {}).get("otype") != "HashGrid":
             return 0
-        return int(self.config["encoding"].get("n_levels", 16))
+        return int(self.config["encoding"].get("n_levels", HASHGRID_DEFAULTS["n_levels"]))
 
     def _require_levels(self, t) -> None:
         if t is not None and self.n_levels == 0:
@@ -101,7 +103,17 @@ class Field(nn.Module):
         return grad
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        features = self.encoding(coords)
+        return self._head(self.encoding(coords))
+
+    def forward_grid(self, axes) -> torch.Tensor:
+        """The field at every point of the product grid of 1D coordinates axes = [x, y(, z)]:
+        forward(lattice_points(axes)), [N, n_out] in C order of ((z,) y, x). Encodings that know
+        a faster way to evaluate a whole grid (HashGrid, separable interpolation) use it."""
+        if hasattr(self.encoding, "forward_grid"):
+            return self._head(self.encoding.forward_grid(axes))
+        return self.forward(lattice_points(axes))
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
         if self.feature_weight is not None:
             features = features * self.feature_weight
         return self.network(features)
@@ -115,15 +127,20 @@ def _check_keys(section: str, given: dict, allowed: set):
 
 
 def resolve_field_config(config: dict, grid_shape_zyx) -> dict:
-    """A copy of `config` with grid-dependent values made explicit, so the saved config
-    reproduces the run: HashGrid `per_level_scale: "auto"` becomes the scale whose finest level
-    has one vertex per voxel of the largest grid axis."""
+    """A copy of `config` with every HashGrid value made explicit, so the saved config
+    reproduces the run: left-out keys get tcnn's defaults, and `per_level_scale` "auto" (also
+    when left out) becomes the scale whose finest level has one vertex per voxel of the largest
+    grid axis."""
     cfg = copy.deepcopy(config)
     enc = cfg.get("encoding", {})
-    if enc.get("otype") == "HashGrid" and enc.get("per_level_scale", "auto") == "auto":
+    if enc.get("otype") != "HashGrid":
+        return cfg
+    enc.setdefault("per_level_scale", "auto")
+    for key, value in HASHGRID_DEFAULTS.items():
+        enc.setdefault(key, value)
+    if enc["per_level_scale"] == "auto":
         finest = max(int(n) for n in grid_shape_zyx)
-        base = int(enc.get("base_resolution", 16))
-        levels = int(enc.get("n_levels", 16))
+        base, levels = int(enc["base_resolution"]), int(enc["n_levels"])
         scale = 1.0 if levels < 2 or finest <= base else math.exp(math.log(finest / base) / (levels - 1))
         enc["per_level_scale"] = round(scale, 6)
     return cfg

@@ -8,10 +8,13 @@ table trained here loads there and the two agree numerically (Testing/Python/tes
 - a level whose vertices fit into the table is indexed densely (x + y*R + z*R^2), a finer one
   through the spatial hash XOR_i(p_i * prime_i) (primes 1, 2654435761, 805459861), both mod the
   level's table size; the level sizes are rounded up to multiples of 8 as in tcnn;
-- a dense level is interpolated by `grid_sample` on the level's vertex lattice gathered from the
-  table (one extra vertex per axis, indexed as above, so the wrap-around at the upper edge is
-  tcnn's): 4-8x faster on the CPU than gathering 2^d corners per point, and the same numbers up
-  to fp32 rounding of the position (~R * 6e-8);
+- a dense level is interpolated on the level's vertex lattice gathered from the table (one extra
+  vertex per axis, indexed as above, so the wrap-around at the upper edge is tcnn's): scattered
+  points by `grid_sample` (4-8x faster on the CPU than gathering 2^d corners per point), the
+  points of a regular grid (`forward_grid`, what a reconstruction rasterises every step) by one
+  linear interpolation per axis, which is separable there and another 10x faster in 3D, where
+  `grid_sample`'s backward pass dominated a step. Both give the corner-gather numbers up to fp32
+  rounding of the position (~R * 6e-8);
 - parameters are one flat vector, level after level, n_features_per_level per entry; the output
   is level-major [l0 f0, l0 f1, l1 f0, ...].
 Runs on CPU and GPU; a hashed level holds N * 2^d corner gathers in memory, so callers chunk large
@@ -27,8 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .lattice import lattice_points
 
 _PRIMES = (1, 2654435761, 805459861, 3674653429)
+
+# tiny-cuda-nn's defaults for the keys a HashGrid config may leave out (the one place they are
+# written; resolve_field_config writes them into the saved config, with per_level_scale "auto").
+DEFAULTS = {"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19, "base_resolution": 16,
+            "per_level_scale": 2.0}
 _MASK32 = 0xFFFFFFFF
 
 
@@ -60,9 +69,11 @@ class HashGridEncoding(nn.Module):
     KEYS = {"otype", "n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution",
             "per_level_scale", "seed"}
 
-    def __init__(self, n_dims: int, n_levels: int = 16, n_features_per_level: int = 2,
-                 log2_hashmap_size: int = 19, base_resolution: int = 16, per_level_scale: float = 1.5,
-                 seed: int = 0):
+    def __init__(self, n_dims: int, n_levels: int = DEFAULTS["n_levels"],
+                 n_features_per_level: int = DEFAULTS["n_features_per_level"],
+                 log2_hashmap_size: int = DEFAULTS["log2_hashmap_size"],
+                 base_resolution: int = DEFAULTS["base_resolution"],
+                 per_level_scale: float = DEFAULTS["per_level_scale"], seed: int = 0):
         super().__init__()
         if n_dims not in (2, 3, 4):
             raise InputError("field.encoding", f"HashGrid works in 2 to 4 dimensions, got {n_dims}.")
@@ -108,39 +119,85 @@ class HashGridEncoding(nn.Module):
                 index = index ^ ((vertex[..., d] * self.primes[d]) & _MASK32)
         return index % size
 
-    def _dense_level(self, table, pos, resolution: int, size: int, offset: int) -> torch.Tensor:
-        """Interpolate a dense level: pos [N, d] in vertex units -> [N, F]."""
-        d = self.n_dims
-        key = (resolution, pos.device)
+    def _lattice_values(self, table, resolution: int, size: int, offset: int) -> torch.Tensor:
+        """A dense level's vertex values, [((R+1),) R+1, R+1, F] in ((z,) y, x) order."""
+        device = table.device
+        key = (resolution, device)
         if key not in self._lattice:
-            ax = torch.arange(resolution + 1, device=pos.device)
+            ax = torch.arange(resolution + 1, device=device)
             # meshgrid in ((z,) y, x) order, reversed so that vertex[..., 0] is x (the fastest axis).
-            vertex = torch.stack(torch.meshgrid(*([ax] * d), indexing="ij")[::-1], dim=-1)
+            vertex = torch.stack(torch.meshgrid(*([ax] * self.n_dims), indexing="ij")[::-1], dim=-1)
             self._lattice[key] = self._index(vertex, resolution, size, True)
-        rows = self._lattice[key] + offset
-        volume = table[rows].movedim(-1, 0)[None]                          # [1, F, (R+1)^d]
+        return table[self._lattice[key] + offset]
+
+    def _dense_level(self, table, pos, resolution: int, size: int, offset: int) -> torch.Tensor:
+        """Interpolate a dense level at scattered points: pos [N, d] in vertex units -> [N, F]."""
+        d = self.n_dims
+        volume = self._lattice_values(table, resolution, size, offset).movedim(-1, 0)[None]  # [1, F, ...]
         # align_corners=True puts vertex i at -1 + 2 i / R: pos in [0, R] maps onto [-1, 1].
         grid = (pos * (2.0 / resolution) - 1.0).view(1, *([1] * (d - 1)), -1, d)
         out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return out.reshape(self.n_features, -1).t()
 
+    def _dense_level_on_lattice(self, table, pos_axes, resolution: int, size: int, offset: int) -> torch.Tensor:
+        """Interpolate a dense level at the points of a regular grid: pos_axes [x, y(, z)] in
+        vertex units -> [N, F] in C order of ((z,) y, x). Multilinear interpolation at the points
+        of a product grid is a product of 1D interpolations, so it runs one axis at a time on
+        whole slabs (index_select + lerp, whose backward is an index_add per axis)."""
+        values = self._lattice_values(table, resolution, size, offset)
+        for axis, pos in enumerate(pos_axes):
+            dim = self.n_dims - 1 - axis  # x is the last lattice dimension before F
+            lower = torch.floor(pos)
+            i0 = lower.long()
+            shape = [1] * values.dim()
+            shape[dim] = -1
+            w = (pos - lower).view(shape)
+            values = torch.lerp(values.index_select(dim, i0), values.index_select(dim, i0 + 1), w)
+        return values.reshape(-1, self.n_features)
+
+    def _hashed_level(self, table, pos, resolution: int, size: int, offset: int, dense: bool) -> torch.Tensor:
+        """Interpolate a level by gathering its 2^d corners per point: pos [N, d] -> [N, F]."""
+        base = torch.floor(pos)
+        frac = pos - base
+        vertex = base.long()[:, None, :] + self.corners[None]              # [N, 2^d, d]
+        # Linear interpolation weights: frac for the upper vertex, 1 - frac for the lower.
+        w = torch.where(self.corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
+        rows = self._index(vertex, resolution, size, dense) + offset
+        feats = table[rows]                                                # [N, 2^d, F]
+        return (w[..., None] * feats).sum(1)
+
+    @staticmethod
+    def _unit(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x01 = ((x.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        x01 = self._unit(x)
         table = self.params.view(-1, self.n_features)
         outs = []
         for scale, resolution, size, offset, dense in self.layout:
             pos = x01 * scale + 0.5
             if dense and self.n_dims <= 3:  # grid_sample stops at 3D
                 outs.append(self._dense_level(table, pos, resolution, size, offset))
+            else:
+                outs.append(self._hashed_level(table, pos, resolution, size, offset, dense))
+        return torch.cat(outs, dim=-1)
+
+    def forward_grid(self, axes) -> torch.Tensor:
+        """forward(lattice_points(axes)) for the product grid of 1D coordinates axes = [x, y(, z)]
+        in [-1, 1]: [N, n_output_dims] in C order of ((z,) y, x), dense levels interpolated
+        separably."""
+        axes01 = [self._unit(a) for a in axes]
+        table = self.params.view(-1, self.n_features)
+        points01 = None
+        outs = []
+        for scale, resolution, size, offset, dense in self.layout:
+            if dense:
+                outs.append(self._dense_level_on_lattice(table, [a * scale + 0.5 for a in axes01],
+                                                         resolution, size, offset))
                 continue
-            base = torch.floor(pos)
-            frac = pos - base
-            vertex = base.long()[:, None, :] + self.corners[None]          # [N, 2^d, d]
-            # Linear interpolation weights: frac for the upper vertex, 1 - frac for the lower.
-            w = torch.where(self.corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
-            rows = self._index(vertex, resolution, size, dense) + offset
-            feats = table[rows]                                            # [N, 2^d, F]
-            outs.append((w[..., None] * feats).sum(1))
+            if points01 is None:
+                points01 = lattice_points(axes01)
+            outs.append(self._hashed_level(table, points01 * scale + 0.5, resolution, size, offset, dense))
         return torch.cat(outs, dim=-1)
 
 
@@ -154,9 +211,8 @@ class TcnnHashGridEncoding(nn.Module):
         super().__init__()
         import tinycudann as tcnn
 
-        enc = {"otype": "HashGrid"}
-        enc.update({k: config[k] for k in ("n_levels", "n_features_per_level", "log2_hashmap_size",
-                                           "base_resolution", "per_level_scale") if k in config})
+        enc = {"otype": "HashGrid", **DEFAULTS}
+        enc.update({k: config[k] for k in DEFAULTS if k in config})
         try:
             self.enc = tcnn.Encoding(n_dims, enc, dtype=torch.float32)
         except TypeError:  # older bindings have no dtype argument
@@ -164,8 +220,8 @@ class TcnnHashGridEncoding(nn.Module):
         self.n_dims = n_dims
         self.n_output_dims = self.enc.n_output_dims
         # tcnn lays the table out as we do (level_layout), so level offsets are computed here.
-        self.layout = level_layout(n_dims, int(enc.get("n_levels", 16)), int(enc.get("log2_hashmap_size", 19)),
-                                   int(enc.get("base_resolution", 16)), float(enc.get("per_level_scale", 2.0)))
+        self.layout = level_layout(n_dims, int(enc["n_levels"]), int(enc["log2_hashmap_size"]),
+                                   int(enc["base_resolution"]), float(enc["per_level_scale"]))
 
     @property
     def table(self) -> torch.Tensor:

@@ -31,5 +31,5 @@ class ReluMLP(nn.Module):
 
     def forward(self, x):
         for lin in self.linears[:-1]:
-            x = torch.relu(lin(x))
+            x = lin(x).relu_()  # in place: one fresh [N, width] tensor per layer, not two
         return self.linears[-1](x)

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import DeviceError, InputError
 from ..fields import build_field, resolve_field_config
+from ..fields.lattice import lattice_points
 from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
@@ -35,32 +36,41 @@ OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evalu
 # coordinates and rendering
 # ----------------------------------------------------------------------------------------------
 
-def grid_coordinates(grid, upsample: int = 1, device="cpu") -> torch.Tensor:
-    """Normalised grid-frame coordinates of the voxel centres, [nz*ny*nx, d] in C order of (z, y, x).
+def grid_axes(grid, upsample: int = 1, device="cpu") -> list:
+    """Normalised grid-frame coordinates of the voxel centres along each axis: [x, y] for a 2D
+    grid, [x, y, z] otherwise (1D tensors; the voxels are their product, see grid_coordinates).
 
-    d = 2 (x, y) for a 2D grid, 3 (x, y, z) otherwise. Millimetres are divided by the largest half
-    extent of the grid, so the frame stays isotropic (a circle stays a circle for the Fourier
-    features) and every coordinate lies in (-1, 1). `upsample` u samples u times finer in every
-    axis of the grid (in-plane only for 2D), covering the same extent."""
+    Millimetres are divided by the largest half extent of the grid, so the frame stays isotropic
+    (a circle stays a circle for the Fourier features) and every coordinate lies in (-1, 1).
+    `upsample` u samples u times finer in every axis of the grid (in-plane only for 2D), covering
+    the same extent."""
     u = int(upsample)
     if u < 1:
         raise InputError("upsample", f"must be a positive integer, got {upsample}.")
     half = max(n * s for n, s in zip(grid.size, grid.spacing)) / 2.0
     axes = []
     for axis, (n, s) in enumerate(zip(grid.size, grid.spacing)):
-        m = n if (axis == 2 and grid.is_2d) else n * u
+        if axis == 2 and grid.is_2d:
+            break
+        m = n * u
         step = n * s / m
-        axes.append(((torch.arange(m, dtype=torch.float64) - (m - 1) / 2.0) * step / half).float())
-    zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
-    cols = [xx, yy] if grid.is_2d else [xx, yy, zz]
-    return torch.stack([c.reshape(-1) for c in cols], dim=1).to(device)
+        axes.append(((torch.arange(m, dtype=torch.float64) - (m - 1) / 2.0) * step / half).float().to(device))
+    return axes
 
 
-def _evaluate(field, coords, chunk: int, grad: bool):
-    if chunk <= 0 or coords.shape[0] <= chunk:
-        return field(coords)
+def grid_coordinates(grid, upsample: int = 1, device="cpu") -> torch.Tensor:
+    """The voxel centres of grid_axes as points, [nz*ny*nx, d] in C order of (z, y, x)."""
+    return lattice_points(grid_axes(grid, upsample, device))
+
+
+def _evaluate(field, axes, chunk: int, grad: bool):
+    """The field on the product grid of `axes`, [N, n_out]; in chunks of `chunk` points if the
+    grid has more (chunk <= 0: all at once, through the field's fast whole-grid path)."""
+    n_points = math.prod(a.numel() for a in axes)
+    if chunk <= 0 or n_points <= chunk:
+        return field.forward_grid(axes)
     parts = []
-    for c in coords.split(chunk):
+    for c in lattice_points(axes).split(chunk):
         if grad:
             # Recompute activations in backward: memory of one chunk instead of the whole grid.
             parts.append(torch.utils.checkpoint.checkpoint(field, c, use_reentrant=False))
@@ -82,11 +92,11 @@ def render(field, grid, upsample: int = 1, chunk: int = 262144) -> np.ndarray:
     CT: float32 [nz', ny', nx'] μ (1/mm); MR: complex64 [1, nz', ny', nx']. Uses the
     `intensity_scale` and `complex_output` the reconstruction attached to the field."""
     device = next(field.parameters()).device
-    coords = grid_coordinates(grid, upsample, device)
+    axes = grid_axes(grid, upsample, device)
     u = int(upsample)
     nz, ny, nx = grid.shape
     shape = (nz if grid.is_2d else nz * u, ny * u, nx * u)
-    values = _evaluate(field, coords, chunk, grad=False)
+    values = _evaluate(field, axes, chunk, grad=False)
     image = _to_image(values, shape, getattr(field, "complex_output", False)) * getattr(field, "intensity_scale", 1.0)
     image = image.cpu().numpy()
     return image.astype(np.complex64 if np.iscomplexobj(image) else np.float32)
@@ -226,14 +236,14 @@ def _check_prior(prior, problem) -> torch.Tensor:
 # the two stages
 # ----------------------------------------------------------------------------------------------
 
-def _raster_fn(field, coords, problem, chunk):
-    return lambda: _to_image(_evaluate(field, coords, chunk, grad=True), problem.grid.shape, problem.mr)
+def _raster_fn(field, axes, problem, chunk):
+    return lambda: _to_image(_evaluate(field, axes, chunk, grad=True), problem.grid.shape, problem.mr)
 
 
-def embed_prior(field, coords, problem, prior_n, cfg, monitor, stage="prior-embedding"):
+def embed_prior(field, axes, problem, prior_n, cfg, monitor, stage="prior-embedding"):
     """(a) Fit the field to the normalised prior (MSE on the grid). Returns (steps, cancelled)."""
     total = int(cfg["embed_iterations"])
-    raster = _raster_fn(field, coords, problem, int(cfg["points_per_chunk"]))
+    raster = _raster_fn(field, axes, problem, int(cfg["points_per_chunk"]))
     opt = torch.optim.Adam(field.parameters(), lr=float(cfg["embed_lr"]))
     sched = make_scheduler(opt, cfg["schedule"], total, cfg["step_size"], cfg["gamma"])
     for it in range(1, total + 1):
@@ -285,12 +295,12 @@ def tv_weight(cfg, problem) -> float:
     return float(cfg["tv_weight"]) * max(problem.grid.shape) / 128.0 / math.sqrt(problem.n_coils)
 
 
-def fit_measurements(field, coords, problem, cfg, monitor, stage="fitting", embedded=False):
+def fit_measurements(field, axes, problem, cfg, monitor, stage="fitting", embedded=False):
     """(b) Fit the field to the data through the operator. Returns (steps, cancelled, extra)."""
     total = int(cfg["iterations"])
     levels = _level_schedule(field, cfg, total, embedded)
     chunk = int(cfg["points_per_chunk"])
-    raster = _raster_fn(field, coords, problem, chunk)
+    raster = _raster_fn(field, axes, problem, chunk)
     tv_w = tv_weight(cfg, problem)
     regulariser = (lambda img: tv_w * tv_loss(img)) if tv_w > 0 else None
     opt = torch.optim.Adam(field.parameters(), lr=float(cfg["lr"]))
@@ -400,7 +410,7 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
         field = build_field(cfg["field"], 2 if measurement.grid.is_2d else 3, 2 if problem.mr else 1, device)
         field.intensity_scale = scale
         field.complex_output = problem.mr
-        coords = grid_coordinates(measurement.grid, 1, device)
+        axes = grid_axes(measurement.grid, 1, device)
 
         def finish(steps, cancelled):
             image = render(field, measurement.grid)
@@ -410,11 +420,11 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
             return result
 
         if use_prior and int(cfg["embed_iterations"]) > 0:
-            steps, cancelled = embed_prior(field, coords, problem, prior_t / scale, cfg, monitor)
+            steps, cancelled = embed_prior(field, axes, problem, prior_t / scale, cfg, monitor)
             extra["embed_seconds"] = time.perf_counter() - start
             if cancelled:
                 return finish(0, True)
-        steps, cancelled, fit_extra = fit_measurements(field, coords, problem, cfg, monitor,
+        steps, cancelled, fit_extra = fit_measurements(field, axes, problem, cfg, monitor,
                                                        embedded=use_prior and int(cfg["embed_iterations"]) > 0)
         extra.update(fit_extra)
         return finish(steps, cancelled)

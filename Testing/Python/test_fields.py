@@ -1,5 +1,7 @@
 """Fields: Fourier features, SIREN, ReLU MLP, hash grid (layout as tiny-cuda-nn), the factory."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -75,10 +77,45 @@ def test_hashgrid_layout_matches_tcnn_rules():
             assert abs(float(value) - expect) < 1e-5
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_hashgrid_forward_grid_matches_points(dims):
+    """The whole-grid path (separable interpolation of dense levels) gives what forward gives at
+    the same points, values and table gradients, on dense and hashed levels alike."""
+    from INRReconLib.fields.lattice import lattice_points
+
+    field = build_field(HASH, dims, 1)
+    layout = field.encoding.layout
+    assert any(level[4] for level in layout) and not all(level[4] for level in layout)
+    with torch.no_grad():
+        field.encoding.params.uniform_(-1, 1)
+    gen = torch.Generator().manual_seed(1)
+    # Uneven axes that reach the edges of the frame, where the upper vertex wraps.
+    axes = [torch.cat([torch.tensor([-1.0, 1.0]), torch.rand(n, generator=gen) * 2 - 1]) for n in (9, 7, 5)[:dims]]
+    points = lattice_points(axes)
+    assert points.shape == (math.prod(a.numel() for a in axes), dims)
+    assert torch.equal(points[1, :], torch.tensor([1.0, -1.0, -1.0][:dims]))  # x varies fastest
+    enc = field.encoding
+    torch.testing.assert_close(enc.forward_grid(axes), enc(points), atol=2e-5, rtol=0)
+    weights = torch.rand(points.shape[0], enc.n_output_dims, generator=gen)
+    g_points = torch.autograd.grad((enc(points) * weights).sum(), enc.params)[0]
+    g_grid = torch.autograd.grad((enc.forward_grid(axes) * weights).sum(), enc.params)[0]
+    torch.testing.assert_close(g_grid, g_points, atol=1e-5, rtol=1e-5)
+    # The field routes through the fast path and keeps the level weights.
+    field.set_active_levels(2.5)
+    torch.testing.assert_close(field.forward_grid(axes), field(points), atol=1e-4, rtol=1e-4)
+    fourier = build_field({"encoding": {"otype": "Fourier", "n_features": 8}, "network": {"otype": "ReLU"}}, dims, 1)
+    torch.testing.assert_close(fourier.forward_grid(axes), fourier(points))
+
+
 def test_auto_level_scale_and_bad_keys():
     cfg = resolve_field_config({**HASH, "encoding": {**HASH["encoding"], "per_level_scale": "auto"}}, (1, 64, 64))
     s = cfg["encoding"]["per_level_scale"]
     assert abs(4 * s ** 7 - 64) < 0.01  # finest level has one vertex per voxel
+    # Left-out keys are written out (tcnn's defaults), so the saved config says what ran.
+    bare = resolve_field_config({"encoding": {"otype": "HashGrid"}, "network": {"otype": "ReLU"}}, (1, 256, 256))
+    assert bare["encoding"] == {"otype": "HashGrid", "n_levels": 16, "n_features_per_level": 2,
+                                "log2_hashmap_size": 19, "base_resolution": 16,
+                                "per_level_scale": round((256 / 16) ** (1 / 15), 6)}
     with pytest.raises(InputError, match="field.encoding.sigma"):
         build_field({**HASH, "encoding": {**HASH["encoding"], "sigma": 3}}, 2, 1)
     with pytest.raises(InputError, match="unknown encoding"):
