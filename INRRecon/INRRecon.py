@@ -48,7 +48,7 @@ def _ensureLibraryOnPath():
 _ensureLibraryOnPath()
 
 METHODS = ("nerp", "inr", "fbp", "sirt", "cgls", "tv", "adjoint", "cgsense")
-PRESETS = ("hash-ct", "nerp-ct", "hash-mr", "nerp-mr")
+PRESETS = ("hash-ct", "hash-cone", "nerp-ct", "hash-mr", "nerp-mr")
 LOSSES = ("preset", "l2", "l1", "fls", "rel_l2")
 DEVICES = ("auto", "cpu", "cuda")
 # Packages the worker needs besides torch (which comes from the PyTorch extension).
@@ -142,6 +142,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = None
+        self._presetChosenFor = ""  # the measurement the preset was last matched to
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -220,6 +221,8 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         path = str(p.measurementPath) if p and p.measurementPath else ""
         ok = bool(path) and os.path.isfile(path)
+        if ok and path != self._presetChosenFor:
+            self._matchPresetToMeasurement(path)
         needsPrior = p is not None and p.method == "nerp"
         if ok and needsPrior and not p.priorVolume:
             self.ui.applyButton.toolTip = _("NeRP needs a prior: select an earlier scan of the patient.")
@@ -231,6 +234,16 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("Select a measurement file (.h5)")
             self.ui.applyButton.enabled = False
         self.ui.compareButton.enabled = bool(p and p.priorVolume and p.outputVolume)
+
+    def _matchPresetToMeasurement(self, path: str) -> None:
+        """A new measurement switches between the fast presets (hash-cone for 3D cone beam,
+        hash-ct, hash-mr), once per file, so the user can still pick another one afterwards."""
+        from INRReconLib.scene.settings import preset_for_measurement
+
+        self._presetChosenFor = path
+        preset = preset_for_measurement(path, self._parameterNode.preset)
+        if preset != self._parameterNode.preset:
+            self._parameterNode.preset = preset  # re-enters _checkCanApply with the same path
 
     def onAddSeriesFiles(self) -> None:
         paths = qt.QFileDialog.getOpenFileNames(

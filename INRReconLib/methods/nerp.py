@@ -24,7 +24,7 @@ from ..fields.lattice import lattice_points
 from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
-from .presets import load_config
+from .presets import load_config, measurement_context
 from .result import ReconResult
 
 OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evaluate the field in chunks, "
@@ -378,7 +378,7 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
     device = torch.device(device)
     modality = measurement.modality
     user = dict(config or {})
-    cfg = load_config(user, modality=modality)
+    cfg = load_config(user, **measurement_context(measurement.modality, measurement.geometry.type, measurement.grid))
     if iterations is not None:
         cfg["iterations"] = int(iterations)
     if modality == "CT" and cfg["loss"] == "rel_l2":

@@ -38,6 +38,8 @@ from ..errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = {"CT": "hash-ct", "MR": "hash-mr"}
+# 3D cone beam wants less TV than a 2D slice and the prior's fine levels frozen (measured: hash-cone.json).
+DEFAULT_PRESET_CONE = "hash-cone"
 ADMM_KEYS = {"adam_steps", "cgls_steps", "rho"}
 
 
@@ -114,13 +116,27 @@ def _merge_field(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(spec=None, overrides: dict | None = None, modality: str = "CT") -> dict:
+def default_preset(modality: str = "CT", cone_3d: bool = False) -> str:
+    """The preset a config starts from when it names none: hash-ct, hash-cone for 3D cone beam,
+    hash-mr."""
+    if modality not in DEFAULT_PRESET:
+        raise InputError("modality", f"must be CT or MR, got {modality!r}.")
+    return DEFAULT_PRESET_CONE if modality == "CT" and cone_3d else DEFAULT_PRESET[modality]
+
+
+def measurement_context(modality: str, geometry_type: str, grid) -> dict:
+    """load_config's keyword arguments that pick the default preset for a measurement of this
+    modality, geometry type ("parallel", "cone", ...) and ImageGrid."""
+    return {"modality": modality, "cone_3d": modality == "CT" and geometry_type == "cone" and not grid.is_2d}
+
+
+def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", cone_3d: bool = False) -> dict:
     """The full config for a run.
 
     spec: a preset name ("nerp-ct"), a path to a JSON/YAML file, a dict, or None. A dict or file may
-    name its base in "preset" (default: the modality's default preset, hash-ct / hash-mr) and
-    overrides any of its keys. `overrides` (dict) is applied last. Unknown keys raise InputError
-    naming the key."""
+    name its base in "preset" (default: default_preset(modality, cone_3d); measurement_context
+    gives both for a measurement) and overrides any of its keys. `overrides` (dict) is applied
+    last. Unknown keys raise InputError naming the key."""
     if spec is None:
         spec = {}
     if isinstance(spec, (str, os.PathLike)):
@@ -134,10 +150,8 @@ def load_config(spec=None, overrides: dict | None = None, modality: str = "CT") 
                              f"Use a preset ({', '.join(preset_names())}) or a .json/.yaml path.")
     if not isinstance(spec, dict):
         raise InputError("config", f"must be a preset name, a file or a mapping, got {type(spec).__name__}.")
-    if modality not in DEFAULT_PRESET:
-        raise InputError("modality", f"must be CT or MR, got {modality!r}.")
     spec = dict(spec)
-    name = spec.pop("preset", None) or DEFAULT_PRESET[modality]
+    name = spec.pop("preset", None) or default_preset(modality, cone_3d)
     if not isinstance(name, str):
         raise InputError("preset", f"must be a preset name, got {name!r}.")
     config = _merge(_preset(name), spec, "")

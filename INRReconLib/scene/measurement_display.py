@@ -43,7 +43,8 @@ def is_measurement_file(path) -> bool:
 
 
 def read_measurement_header(path) -> dict:
-    """modality, grid (ImageGrid) and root attributes of a measurement file, without its data."""
+    """modality, grid (ImageGrid), geometry type and root attributes of a measurement file,
+    without its data."""
     import h5py
 
     path = Path(path)
@@ -58,10 +59,11 @@ def read_measurement_header(path) -> dict:
             if "grid" not in f:
                 raise InputError("/grid", f"{path.name} has no /grid group.", "Add the image grid (see FORMAT.md).")
             g = {k: np.asarray(v).tolist() for k, v in f["grid"].attrs.items()}
+            geometry = str(_attr(f["geometry"].attrs.get("type", ""))) if "geometry" in f else ""
     except OSError as exc:
         raise InputError("measurement", f"cannot read {path.name} as HDF5 ({exc}).") from exc
     grid = ImageGrid.from_dict(g)
-    return {"modality": str(attrs.get("modality", "")), "grid": grid, "attrs": attrs}
+    return {"modality": str(attrs.get("modality", "")), "grid": grid, "geometry": geometry, "attrs": attrs}
 
 
 def describe_measurement(path) -> str:

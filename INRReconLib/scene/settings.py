@@ -7,7 +7,11 @@ config says what the user changed.
 
 from __future__ import annotations
 
-from ..methods.presets import load_config
+from ..methods.presets import default_preset, load_config, measurement_context
+
+# The fast presets, one per kind of measurement: the module switches between them when the
+# measurement changes (a paper preset or a file the user chose stays).
+FAST_PRESETS = ("hash-ct", "hash-cone", "hash-mr")
 
 
 def _put(section: dict, key: str, value, cast, zero_is_setting: bool = False) -> None:
@@ -62,3 +66,19 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
         cfg["field"] = field
     load_config(cfg, modality=modality)  # fail here, in the GUI, rather than in the worker
     return cfg
+
+
+def preset_for_measurement(path, current: str) -> str:
+    """The preset to show once `path` is chosen: the default for its kind of measurement
+    (hash-cone for 3D cone beam, hash-ct, hash-mr) when `current` is one of the fast presets,
+    otherwise `current`. An unreadable file keeps `current` (Apply reports the problem)."""
+    from ..errors import InputError
+    from .measurement_display import read_measurement_header
+
+    if current not in FAST_PRESETS:
+        return current
+    try:
+        header = read_measurement_header(path)
+        return default_preset(**measurement_context(header["modality"], header["geometry"], header["grid"]))
+    except InputError:
+        return current

@@ -215,7 +215,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         from ..io.volume import load_prior
 
         prior = load_prior(job["prior"], measurement)
-    config = _load_config(job["config"], job["method"], measurement.modality)
+    config = _load_config(job["config"], job["method"], measurement)
     output_plan = OutputPlan.for_job(job, measurement)
 
     monitor = WorkerMonitor(emit, stop, job_dir, measurement.grid, job["preview_every"], job["preview"],
@@ -247,7 +247,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     return event
 
 
-def _load_config(spec, method: str, modality: str):
+def _load_config(spec, method: str, measurement):
     """None -> None (the method's own defaults). INR methods: preset name, file or object through
     methods.presets.load_config (checked, merged onto the preset). Classical methods have no
     presets: an object is passed as is, a string must be a JSON/YAML file holding one."""
@@ -255,11 +255,11 @@ def _load_config(spec, method: str, modality: str):
         return None
     from ..methods.registry import METHODS
 
-    target = METHODS[method].targets.get(modality, "")
+    target = METHODS[method].targets.get(measurement.modality, "")
     if not target.startswith("classical"):
-        from ..methods.presets import load_config
+        from ..methods.presets import load_config, measurement_context
 
-        return load_config(spec, modality=modality)
+        return load_config(spec, **measurement_context(measurement.modality, measurement.geometry.type, measurement.grid))
     if isinstance(spec, dict):
         return dict(spec)
     path = Path(spec)

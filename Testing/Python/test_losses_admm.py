@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -74,7 +76,7 @@ def test_schedules():
 
 
 def test_config_round_trip_and_unknown_keys(tmp_path):
-    assert {"nerp-ct", "nerp-mr", "hash-ct", "hash-mr"} <= set(preset_names())
+    assert {"nerp-ct", "nerp-mr", "hash-ct", "hash-cone", "hash-mr"} <= set(preset_names())
     cfg = load_config("nerp-ct", {"lr": 3e-5, "field": {"network": {"n_neurons": 128}}, "admm": {"rho": 0.5}})
     assert cfg["preset"] == "nerp-ct" and cfg["lr"] == 3e-5 and cfg["admm"]["rho"] == 0.5
     assert cfg["field"]["network"]["n_neurons"] == 128 and cfg["field"]["network"]["n_hidden_layers"] == 8
@@ -94,6 +96,31 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
     with pytest.raises(InputError, match="preset"):
         load_config("no-such-preset")
     json.loads(path.read_text())
+
+
+def test_default_preset_follows_the_geometry():
+    """A config that names no preset starts from hash-cone for 3D cone beam, hash-ct for a 2D
+    slice (parallel or fan: a fan is a one-row cone), hash-mr for MR; a named preset wins."""
+    from inr_cases import sparse_cone_case, sparse_ct_case
+
+    from INRReconLib.io.measurement import Measurement
+    from INRReconLib.methods.presets import measurement_context
+    from INRReconLib.physics import fan_geometry
+
+    def _context(m):
+        return measurement_context(m.modality, m.geometry.type, m.grid)
+
+    cone, _, _ = sparse_cone_case()
+    parallel, _, _ = sparse_ct_case()
+    fan_geo = fan_geometry(np.linspace(0, 2 * np.pi, 8, endpoint=False), 96, 2.0, 500.0, 500.0)
+    fan = Measurement("CT", np.ones(fan_geo.sinogram_shape, np.float32), parallel.grid, fan_geo)
+    assert load_config(None, **_context(cone))["preset"] == "hash-cone"
+    assert load_config({"iterations": 5}, **_context(fan))["preset"] == "hash-ct"
+    assert load_config(None, **_context(parallel))["preset"] == "hash-ct"
+    assert load_config(None, modality="MR")["preset"] == "hash-mr"
+    assert load_config("hash-ct", **_context(cone))["preset"] == "hash-ct"
+    cone_cfg, ct_cfg = load_config("hash-cone"), load_config("hash-ct")
+    assert cone_cfg["tv_weight"] < ct_cfg["tv_weight"] and cone_cfg["coarse_to_fine_prior"] == "freeze"
 
 
 def _first_reaching(history, target):

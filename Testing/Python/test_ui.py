@@ -93,3 +93,21 @@ def test_build_config_sentinels():
     off = load_config(build_config("hash-ct", tv_weight=0.0, coarse_to_fine=0.0, lr=0.01, use_admm=True, admm_rho=0.5))
     assert off["tv_weight"] == 0.0 and off["coarse_to_fine"] == 0.0 and off["lr"] == 0.01
     assert off["optimizer"] == "admm" and off["admm"]["rho"] == 0.5
+
+
+def test_preset_follows_the_chosen_measurement(tmp_path):
+    """Choosing a measurement file switches between the fast presets to the one for its kind of
+    data; a paper preset or an unreadable file leaves the choice alone."""
+    from inr_cases import sparse_cone_case, sparse_ct_case
+
+    from INRReconLib.io.measurement import write_measurement
+    from INRReconLib.scene.settings import FAST_PRESETS, preset_for_measurement
+
+    assert set(FAST_PRESETS) <= set(_module_tuple("PRESETS"))
+    cone = write_measurement(sparse_cone_case()[0], tmp_path / "cone.h5")
+    slice_2d = write_measurement(sparse_ct_case()[0], tmp_path / "slice.h5")
+    assert preset_for_measurement(cone, "hash-ct") == "hash-cone"
+    assert preset_for_measurement(slice_2d, "hash-cone") == "hash-ct"
+    assert preset_for_measurement(cone, "nerp-ct") == "nerp-ct"
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    assert preset_for_measurement(tmp_path / "broken.h5", "hash-cone") == "hash-cone"
