@@ -38,7 +38,7 @@ OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evalu
 
 def grid_axes(grid, upsample: int = 1, device="cpu") -> list:
     """Normalised grid-frame coordinates of the voxel centres along each axis: [x, y] for a 2D
-    grid, [x, y, z] otherwise (1D tensors; the voxels are their product, see grid_coordinates).
+    grid, [x, y, z] otherwise (1D tensors; the voxels are their product, fields.lattice_points).
 
     Millimetres are divided by the largest half extent of the grid, so the frame stays isotropic
     (a circle stays a circle for the Fourier features) and every coordinate lies in (-1, 1).
@@ -56,11 +56,6 @@ def grid_axes(grid, upsample: int = 1, device="cpu") -> list:
         step = n * s / m
         axes.append(((torch.arange(m, dtype=torch.float64) - (m - 1) / 2.0) * step / half).float().to(device))
     return axes
-
-
-def grid_coordinates(grid, upsample: int = 1, device="cpu") -> torch.Tensor:
-    """The voxel centres of grid_axes as points, [nz*ny*nx, d] in C order of (z, y, x)."""
-    return lattice_points(grid_axes(grid, upsample, device))
 
 
 def _evaluate(field, axes, chunk: int, grad: bool):

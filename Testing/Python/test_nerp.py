@@ -6,9 +6,10 @@ import torch
 
 from inr_cases import psnr, sparse_cone_case, sparse_ct_case
 from INRReconLib.errors import InputError
+from INRReconLib.fields.lattice import lattice_points
 from INRReconLib.io.measurement import Measurement
 from INRReconLib.methods.monitor import Monitor
-from INRReconLib.methods.nerp import grid_coordinates, render
+from INRReconLib.methods.nerp import grid_axes, render
 from INRReconLib.methods.registry import reconstruct
 
 torch.set_num_threads(2)
@@ -87,11 +88,11 @@ def test_bad_inputs(case):
         reconstruct(m, "inr", config={"optimizer": "sgd"}, iterations=1)
 
 
-def test_grid_coordinates_isotropic():
+def test_grid_axes_isotropic():
     from INRReconLib.physics import ImageGrid
 
     g = ImageGrid.centred((4, 8, 16), (1.0, 1.0, 2.0))  # z extent 8 mm, x 16, y 8
-    c = grid_coordinates(g)
+    c = lattice_points(grid_axes(g))
     assert c.shape == (4 * 8 * 16, 3)
     assert float(c.abs().max()) < 1.0
     # x spans (−1, 1); y and z half of it (same mm per unit on every axis)
