@@ -50,6 +50,7 @@ _ensureLibraryOnPath()
 METHODS = ("nerp", "inr", "fbp", "sirt", "cgls", "tv", "adjoint", "cgsense")
 PRESETS = ("hash-ct", "hash-cone", "nerp-ct", "hash-mr", "nerp-mr")
 LOSSES = ("preset", "l2", "l1", "fls", "rel_l2")
+PRIOR_ALIGNMENTS = ("preset", "none", "rigid", "deformable")
 DEVICES = ("auto", "cpu", "cuda")
 # Packages the worker needs besides torch (which comes from the PyTorch extension).
 WORKER_PACKAGES = ("h5py", "scipy", "torchkbnufft", "astra-toolbox", "safetensors", "PyYAML")
@@ -114,6 +115,7 @@ class INRReconParameterNode:
     hashLevels: Annotated[int, WithinRange(0, 32), Default(0)]
     hashTableLog2: Annotated[int, WithinRange(0, 24), Default(0)]
     loss: Annotated[str, Choice(list(LOSSES)), Default("preset")]
+    priorRegistration: Annotated[str, Choice(list(PRIOR_ALIGNMENTS)), Default("preset")]
     tvWeight: Annotated[float, WithinRange(-1.0, 10.0), Decimals(4), Default(-1.0)]  # -1: preset
     coarseToFine: Annotated[float, WithinRange(-1.0, 1.0), Decimals(2), Default(-1.0)]  # -1: preset
     useADMM: Annotated[bool, Default(False)]
@@ -379,6 +381,7 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
             p.preset, modality, embed_iterations=p.embedIterations, embed_lr=p.embedLearningRate,
             lr=p.learningRate, loss="" if p.loss == "preset" else p.loss, tv_weight=p.tvWeight,
             coarse_to_fine=p.coarseToFine, use_admm=p.useADMM,
+            prior_registration="" if p.priorRegistration == "preset" else p.priorRegistration,
             admm_adam_steps=p.admmAdamSteps, admm_cgls_steps=p.admmCGLSSteps, admm_rho=p.admmRho,
             network_width=p.networkWidth, network_depth=p.networkDepth, fourier_features=p.fourierFeatures,
             fourier_sigma=p.fourierSigma, hash_levels=p.hashLevels, hash_log2_table=p.hashTableLog2)

@@ -1,13 +1,16 @@
 """NeRP (Shen, Pauly, Xing 2022) and INR without prior: fit a coordinate field to sparse data.
 
 Pipeline (all in normalised units, see `_Problem`):
+  (0) prior alignment (NeRP, `prior_registration`): register the prior to a TV reconstruction of
+      the data (registration.py), so the embedding starts from the current anatomy;
   (a) prior embedding (NeRP only): fit the field to the prior image on the reconstruction grid;
   (b) reconstruction: starting from those weights (or a random init for `inr`), rasterise the
       field on the grid, apply the physics operator and fit the measurements (Adam with a data
       loss, optional TV and ordered subsets, or ADMM);
   (c) inference: `render(field, grid, upsample=...)` on the grid or any finer one.
 Both methods return a ReconResult whose `config` is the full config used; the fitted field is
-attached as `result.field` for rendering at other resolutions.
+attached as `result.field` for rendering at other resolutions, and the aligned prior (or None) as
+`result.aligned_prior`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
 from .presets import load_config, measurement_context
+from .registration import MODES as REGISTRATION_MODES
+from .registration import align_to_measurement
 from .result import ReconResult
 
 OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evaluate the field in chunks, "
@@ -261,9 +266,12 @@ def _level_schedule(field, cfg, total: int, embedded: bool):
     says what happens to the fine levels, which hold the prior's detail: "freeze" keeps them in
     the field but untrained until their turn; "mask" takes them out, so the data first fit the
     prior's coarse content alone, and fades the prior's detail back in with the level (measured,
-    NeRP: 2D CT +0.3 dB with "mask", 3D cone crop 0.2 dB worse; MR 128² 0.8-1.0 dB worse)."""
+    NeRP: 2D CT +0.3 dB with "mask", 3D cone crop 0.2 dB worse; MR 128² 0.8-1.0 dB worse); "off"
+    trains every level from the first step, for a prior registered to the data, whose detail is
+    already in place (deformably registered prior, 256², 400 steps: CT 31.40 dB against 31.28 with
+    "mask", brain 36.82 against 32.79 with "freeze"; 3D cone 64×128×128: 34.12 against 33.29)."""
     frac = float(cfg["coarse_to_fine"])
-    if frac <= 0:
+    if frac <= 0 or (embedded and cfg["coarse_to_fine_prior"] == "off"):
         return lambda step: None
     n = field.n_levels
     freeze = embedded and cfg["coarse_to_fine_prior"] == "freeze"
@@ -355,14 +363,18 @@ def _validate(cfg):
         raise InputError("loss", f"unknown loss {cfg['loss']!r}.", f"Use one of {', '.join(LOSSES)}.")
     if cfg["optimizer"] not in ("adam", "admm"):
         raise InputError("optimizer", f"unknown optimizer {cfg['optimizer']!r}.", "Use 'adam' or 'admm'.")
-    for key in ("iterations", "embed_iterations", "subsets"):
+    for key in ("iterations", "embed_iterations", "subsets", "registration_reference_iterations"):
         if int(cfg[key]) < (0 if key == "embed_iterations" else 1):
             raise InputError(key, f"must be a positive integer, got {cfg[key]}.")
     for key in ("lr", "embed_lr"):
         if not float(cfg[key]) > 0:
             raise InputError(key, f"must be > 0, got {cfg[key]}.")
-    if cfg["coarse_to_fine_prior"] not in ("freeze", "mask"):
-        raise InputError("coarse_to_fine_prior", f"unknown mode {cfg['coarse_to_fine_prior']!r}.", "Use 'freeze' or 'mask'.")
+    if cfg["prior_registration"] not in REGISTRATION_MODES:
+        raise InputError("prior_registration", f"unknown mode {cfg['prior_registration']!r}.",
+                         f"Use one of: {', '.join(REGISTRATION_MODES)}.")
+    if cfg["coarse_to_fine_prior"] not in ("freeze", "mask", "off"):
+        raise InputError("coarse_to_fine_prior", f"unknown mode {cfg['coarse_to_fine_prior']!r}.",
+                         "Use 'freeze', 'mask' or 'off'.")
     for key in ("coarse_to_fine", "fls_handover"):
         if not 0.0 <= float(cfg[key]) <= 1.0:
             raise InputError(key, f"must be a fraction of the iterations in [0, 1], got {cfg[key]}.")
@@ -387,6 +399,19 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
         problem = _Problem(measurement, cfg, device)
         prior_t = _check_prior(prior, problem) if use_prior else None
         extra = {}
+        aligned_prior = None
+        if prior_t is not None and cfg["prior_registration"] != "none":
+            aligned, info, reference = align_to_measurement(
+                prior_t.cpu().numpy(), measurement, cfg["prior_registration"],
+                cfg["registration_reference_iterations"], device, monitor)
+            extra["prior_registration"] = info
+            if aligned is None:
+                # Cancelled while reconstructing the reference: that TV image is the best result so far.
+                return ReconResult(image=reference, config=cfg, iterations=0, seconds=time.perf_counter() - start,
+                                   cancelled=True, history=list(monitor.history), extra=extra)
+            prior_t = torch.as_tensor(aligned, dtype=prior_t.dtype, device=device)
+            aligned_prior = aligned
+            extra["registration_seconds"] = time.perf_counter() - start
         if prior_t is not None and problem.mr:
             c = problem.fit_prior_scale(prior_t)
             if not c > 0:
@@ -412,6 +437,7 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
             result = ReconResult(image=image, config=cfg, iterations=steps, seconds=time.perf_counter() - start,
                                  cancelled=cancelled, history=list(monitor.history), extra=extra)
             result.field = field
+            result.aligned_prior = aligned_prior
             return result
 
         if use_prior and int(cfg["embed_iterations"]) > 0:

@@ -6,6 +6,9 @@ can be reproduced and two runs diffed. Keys:
 
   preset            name of the preset the config started from
   field             {"encoding": {...}, "network": {...}, "backend": "auto"}
+  prior_registration  NeRP: "none" | "rigid" | "deformable": align the prior with a TV image of
+                    the data before embedding it (methods/registration.py)
+  registration_reference_iterations  TV iterations for that reference image
   embed_iterations  prior-embedding Adam steps (NeRP only);  embed_lr: their learning rate
   iterations        data-fitting steps (for ADMM: INR Adam steps in total); lr: their learning rate
   schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"
@@ -16,8 +19,9 @@ can be reproduced and two runs diffed. Keys:
   coarse_to_fine    HashGrid: bring resolution levels in coarse to fine over this fraction of the
                     fitting steps (INR: fine levels masked; NeRP: see coarse_to_fine_prior);
                     0 = all levels from the start
-  coarse_to_fine_prior  NeRP: "freeze" the embedded prior's fine levels until their turn, or
-                    "mask" them out and fade the prior's detail back in with the level
+  coarse_to_fine_prior  NeRP: "freeze" the embedded prior's fine levels until their turn,
+                    "mask" them out and fade the prior's detail back in with the level, or
+                    "off": every level trains from the start (for a registered prior)
   tv_weight         weight of a total-variation term on the normalised image (0 = off), quoted
                     for a grid 128 voxels wide and one coil; scaled by n/128 (same balance at
                     any size) and divided by √coils for multi-coil MR

@@ -232,6 +232,12 @@ class ReconstructionSession:
             for key, value in self.state.metrics.items():
                 self.output_node.SetAttribute(f"INRRecon.metric.{key}", str(value))
             self.state.output_node_id = self.output_node.GetID()
+            aligned = event.get("prior_aligned")
+            if aligned and os.path.exists(aligned):
+                # The prior as NeRP embedded it (registered to the new data): a new node, so the
+                # alignment can be checked against the result; the user's prior stays untouched.
+                node = load_volume_file(self.scene, aligned, f"{self.output_name} prior aligned")
+                self.output_node.SetAttribute("INRRecon.alignedPrior", node.GetID())
         self.state.status = "cancelled" if cancelled else "done"
         if not cancelled and self.state.total:
             self.state.iteration = self.state.total

@@ -232,16 +232,26 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
                                     json.dumps(to_jsonable(used_config), indent=2) + "\n")
     metrics = _metrics(job, measurement, image, result)
+    aligned = getattr(result, "aligned_prior", None)
+    if aligned is not None:
+        # The prior as NeRP embedded it, registered to the data, in the output's units: the place
+        # to check the alignment (and the change the data had to add).
+        aligned_path = stem_path.with_name(stem_path.name + ".prior_aligned" + _extension(Path(job["output"])))
+        OutputPlan(aligned_path, measurement.grid, measurement.modality, output_plan.units,
+                   output_plan.mu_water).write(np.asarray(aligned))
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"], "output": written["output"], "cancelled": bool(result.cancelled),
         "iterations": int(result.iterations), "seconds": float(result.seconds), "metrics": metrics,
-        "extra": result.extra, "history": result.history, "meta": job["meta"]}), indent=1) + "\n")
+        "extra": result.extra, "history": result.history, "meta": job["meta"],
+        "prior_aligned": str(aligned_path) if aligned is not None else None}), indent=1) + "\n")
     event = {"event": "result", "output": written["output"], "units": output_plan.units, "metrics": metrics, "cancelled": bool(result.cancelled),
             "iterations": int(result.iterations), "seconds": round(time.perf_counter() - t0, 3),
             "method_seconds": round(float(result.seconds), 3), "config": str(config_path),
             "metrics_path": str(metrics_path), "method": job["method"], "grid": measurement.grid.to_dict(),
             "meta": job["meta"]}
+    if aligned is not None:
+        event["prior_aligned"] = str(aligned_path)
     if "frames" in written:
         event["frames"] = written["frames"]
     return event

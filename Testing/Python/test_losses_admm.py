@@ -120,7 +120,7 @@ def test_default_preset_follows_the_geometry():
     assert load_config(None, modality="MR")["preset"] == "hash-mr"
     assert load_config("hash-ct", **_context(cone))["preset"] == "hash-ct"
     cone_cfg, ct_cfg = load_config("hash-cone"), load_config("hash-ct")
-    assert cone_cfg["tv_weight"] < ct_cfg["tv_weight"] and cone_cfg["coarse_to_fine_prior"] == "freeze"
+    assert cone_cfg["tv_weight"] < ct_cfg["tv_weight"] and cone_cfg["coarse_to_fine_prior"] == "off"
 
 
 def _first_reaching(history, target):

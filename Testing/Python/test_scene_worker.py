@@ -81,6 +81,31 @@ def test_real_worker_streams_preview_and_output(real_case):
     assert np.corrcoef(recon, truth)[0, 1] > 0.8
 
 
+def test_real_worker_nerp_adds_the_aligned_prior(real_case):
+    """NeRP's registered prior arrives as its own volume on the prior's grid; the prior is untouched."""
+    import time
+
+    scene, grid, prior, path, tmp = real_case
+    before = V.array_from_volume(prior).copy()
+    config = {"embed_iterations": 2, "prior_registration": "rigid", "registration_reference_iterations": 10}
+    session = ReconstructionSession(scene, factory, tmp / "job", path, prior_node=prior, method="nerp",
+                                    config=config, iterations=2, device="cpu", preview_every=0)
+    session.start()
+    deadline = time.monotonic() + 60
+    while not session.state.finished and time.monotonic() < deadline:
+        session.poll()
+        time.sleep(0.02)
+    assert session.state.status == "done", (session.state.message, session.log)
+    out = scene.GetNodeByID(session.state.output_node_id)
+    aligned = scene.GetNodeByID(out.GetAttribute("INRRecon.alignedPrior"))
+    assert aligned is not None and aligned is not prior and aligned.GetName() == "fraction1 prior aligned"
+    assert np.allclose(V.get_ijk_to_ras(aligned), V.get_ijk_to_ras(prior), atol=1e-5)
+    # The prior was in place already: registered to the data it stays where it was (the output
+    # is in HU, the prior node here in μ, hence a correlation).
+    assert np.corrcoef(V.array_from_volume(aligned).ravel(), before.ravel())[0, 1] > 0.95
+    assert np.array_equal(V.array_from_volume(prior), before)
+
+
 def test_real_worker_cancel_leaves_scene_consistent(real_case):
     scene, grid, prior, path, tmp = real_case
     n_volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")

@@ -81,6 +81,9 @@ def test_module_choices_match_the_library():
 
     assert set(_module_tuple("METHODS")) <= set(METHODS), "the module offers a method the registry lacks"
     assert set(_module_tuple("PRESETS")) <= set(preset_names())
+    from INRReconLib.methods.registration import MODES
+
+    assert _module_tuple("PRIOR_ALIGNMENTS") == ("preset",) + MODES
 
 
 def test_build_config_sentinels():
@@ -93,6 +96,8 @@ def test_build_config_sentinels():
     off = load_config(build_config("hash-ct", tv_weight=0.0, coarse_to_fine=0.0, lr=0.01, use_admm=True, admm_rho=0.5))
     assert off["tv_weight"] == 0.0 and off["coarse_to_fine"] == 0.0 and off["lr"] == 0.01
     assert off["optimizer"] == "admm" and off["admm"]["rho"] == 0.5
+    assert kept["prior_registration"] == preset["prior_registration"] == "rigid"
+    assert load_config(build_config("hash-ct", prior_registration="deformable"))["prior_registration"] == "deformable"
 
 
 def test_preset_follows_the_chosen_measurement(tmp_path):
