@@ -28,8 +28,8 @@ from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
 from .presets import load_config, measurement_context
-from .registration import MODES as REGISTRATION_MODES
 from .registration import align_to_measurement
+from .registration import check_mode as check_registration_mode
 from .result import ReconResult
 
 OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evaluate the field in chunks, "
@@ -369,9 +369,7 @@ def _validate(cfg):
     for key in ("lr", "embed_lr"):
         if not float(cfg[key]) > 0:
             raise InputError(key, f"must be > 0, got {cfg[key]}.")
-    if cfg["prior_registration"] not in REGISTRATION_MODES:
-        raise InputError("prior_registration", f"unknown mode {cfg['prior_registration']!r}.",
-                         f"Use one of: {', '.join(REGISTRATION_MODES)}.")
+    check_registration_mode(cfg["prior_registration"])
     if cfg["coarse_to_fine_prior"] not in ("freeze", "mask", "off"):
         raise InputError("coarse_to_fine_prior", f"unknown mode {cfg['coarse_to_fine_prior']!r}.",
                          "Use 'freeze', 'mask' or 'off'.")

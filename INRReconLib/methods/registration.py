@@ -28,6 +28,11 @@ CONTROL_POINT_SPACING_VOXELS = 25
 MAX_METRIC_SAMPLES = 100_000
 
 
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise InputError("prior_registration", f"unknown mode {mode!r}.", f"Use one of: {', '.join(MODES)}.")
+
+
 def _sitk_image(array: np.ndarray, spacing_xyz):
     import SimpleITK as sitk
 
@@ -63,8 +68,7 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str):
     translation in mm), the B-spline mesh and the final correlation of each stage."""
     import SimpleITK as sitk
 
-    if mode not in MODES:
-        raise InputError("prior_registration", f"unknown mode {mode!r}.", f"Use one of: {', '.join(MODES)}.")
+    check_mode(mode)
     if mode == "none":
         return prior, {"mode": "none"}
     if prior.shape != reference.shape or prior.shape != grid.shape:
