@@ -404,7 +404,7 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
                 cfg["registration_reference_iterations"], device, monitor)
             extra["prior_registration"] = info
             if aligned is None:
-                # Cancelled while reconstructing the reference: that TV image is the best result so far.
+                # Cancelled while reconstructing the reference or registering: that TV image is the best result so far.
                 return ReconResult(image=reference, config=cfg, iterations=0, seconds=time.perf_counter() - start,
                                    cancelled=True, history=list(monitor.history), extra=extra)
             prior_t = torch.as_tensor(aligned, dtype=prior_t.dtype, device=device)

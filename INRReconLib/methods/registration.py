@@ -15,6 +15,8 @@ the small lesion whose change NeRP must reconstruct from the data.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ..errors import InputError
@@ -42,10 +44,22 @@ def _sitk_image(array: np.ndarray, spacing_xyz):
     return image
 
 
-def _registration(metric_levels, n_voxels):
+class _Cancelled(Exception):
+    """Raised from a registration's iteration callback to end Execute() when a stop is requested."""
+
+
+def _registration(metric_levels, n_voxels, stop):
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
+    if stop is not None:
+        # StopRegistration() is ignored by the L-BFGS-B optimizer, and the 3D B-spline stage runs
+        # for about a minute; an exception from the callback ends Execute() with a RuntimeError
+        # at the next iteration whatever the optimizer.
+        def check():
+            if stop():
+                raise _Cancelled("prior registration cancelled")
+        reg.AddCommand(sitk.sitkIterationEvent, check)
     reg.SetMetricAsCorrelation()
     reg.SetInterpolator(sitk.sitkLinear)
     shrink, smooth = metric_levels
@@ -61,9 +75,32 @@ def _registration(metric_levels, n_voxels):
     return reg
 
 
-def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str):
+def _execute(reg, fixed, moving, stop, stage, hint):
+    """reg.Execute(): the transform it returns, or None if `stop` ended it."""
+    # SimpleITK hands an exception raised in a callback to sys.excepthook before it fails
+    # Execute(); a cancel is no error, so its traceback is kept off stderr.
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, _Cancelled):
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+    try:
+        return reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        if stop is not None and stop():
+            return None
+        raise InputError("prior_registration", f"the {stage} registration failed ({str(exc).splitlines()[-1]}).",
+                         hint) from None
+    finally:
+        sys.excepthook = previous
+
+
+def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=None):
     """Register `prior` to `reference` (both real or complex arrays of grid.shape) and return
-    (aligned prior, info). The transform is found on magnitudes and applied to the real and
+    (aligned prior, info), or (None, info) when `stop` (a callable, checked at every optimizer
+    iteration) asked to end the run. The transform is found on magnitudes and applied to the real and
     imaginary parts alike; info holds the mode, the rigid parameters (rotation in rad,
     translation in mm), the B-spline mesh and the final correlation of each stage."""
     import SimpleITK as sitk
@@ -80,17 +117,16 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str):
     # Shrinking below ~16 voxels along an axis leaves nothing to register (3D grids are often thin in z).
     levels = ([4, 2, 1], [2, 1, 0]) if min(fixed.GetSize()) >= 64 else ([2, 1], [1, 0])
 
-    rigid = _registration(levels, prior.size)
+    rigid = _registration(levels, prior.size, stop)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler2DTransform() if dim == 2 else sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.GEOMETRY)
     rigid.SetInitialTransform(initial, inPlace=False)
     rigid.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200)
     rigid.SetOptimizerScalesFromPhysicalShift()
-    try:
-        transform = rigid.Execute(fixed, moving)
-    except RuntimeError as exc:
-        raise InputError("prior_registration", f"the rigid registration failed ({str(exc).splitlines()[-1]}).",
-                         "Check that the prior shows the same anatomy, or set prior_registration to 'none'.") from None
+    transform = _execute(rigid, fixed, moving, stop, "rigid",
+                         "Check that the prior shows the same anatomy, or set prior_registration to 'none'.")
+    if transform is None:
+        return None, {"mode": mode, "cancelled": True}
     euler = transform.GetNthTransform(0) if hasattr(transform, "GetNthTransform") else transform
     info = {"mode": mode, "rigid_parameters": [float(v) for v in euler.GetParameters()],
             "rigid_correlation": float(-rigid.GetMetricValue())}
@@ -101,14 +137,11 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str):
         rigid_moved = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
         mesh = [max(1, round(n / CONTROL_POINT_SPACING_VOXELS)) for n in fixed.GetSize()]
         bspline = sitk.BSplineTransformInitializer(fixed, mesh)
-        deform = _registration(([2, 1], [1, 0]), prior.size)
+        deform = _registration(([2, 1], [1, 0]), prior.size, stop)
         deform.SetInitialTransform(bspline, inPlace=True)
         deform.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=100)
-        try:
-            deform.Execute(fixed, rigid_moved)
-        except RuntimeError as exc:
-            raise InputError("prior_registration", f"the deformable registration failed ({str(exc).splitlines()[-1]}).",
-                             "Use prior_registration 'rigid', or 'none'.") from None
+        if _execute(deform, fixed, rigid_moved, stop, "deformable", "Use prior_registration 'rigid', or 'none'.") is None:
+            return None, {"mode": mode, "cancelled": True}
         # Resample transforms points of the fixed image: the B-spline acts first, then the rigid map.
         composite.AddTransform(bspline)
         info["bspline_mesh"] = mesh
@@ -142,8 +175,9 @@ class _StageMonitor(Monitor):
 
 def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_iterations: int, device, monitor):
     """Align `prior` (grid shape) with a TV reconstruction of `measurement` (see the module
-    docstring; `prior` may carry MR's leading frame axis; the config was checked by nerp). Returns (aligned prior of the same shape,
-    or None if the run was cancelled; info; the reference image as TV returned it)."""
+    docstring; `prior` may carry MR's leading frame axis; the config was checked by nerp).
+    Returns (aligned prior of the same shape, or None if the run was cancelled during the
+    reference or the registration; info; the reference image as TV returned it)."""
     from .registry import reconstruct
 
     ref = reconstruct(measurement, "tv", iterations=int(reference_iterations), device=device,
@@ -152,6 +186,7 @@ def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_it
         return None, {"mode": mode, "cancelled": True}, ref.image
     # MR images carry a leading frame axis; the registration works on the grid's (nz, ny, nx).
     grid = measurement.grid
-    aligned, info = align_prior(prior.reshape(grid.shape), np.asarray(ref.image).reshape(grid.shape), grid, mode)
+    aligned, info = align_prior(prior.reshape(grid.shape), np.asarray(ref.image).reshape(grid.shape), grid, mode,
+                                stop=monitor.stop_requested)
     info["reference"] = f"tv, {ref.iterations} iterations"
-    return aligned.reshape(prior.shape), info, ref.image
+    return (None if aligned is None else aligned.reshape(prior.shape)), info, ref.image

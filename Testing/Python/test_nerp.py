@@ -37,6 +37,18 @@ class Track(Monitor):
         return self.stop_at is not None and len(self.history) >= self.stop_at
 
 
+class StopAfterChecks(Monitor):
+    """Asks to stop from the (n+1)-th stop_requested() call on; counts the calls."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.checks = n, 0
+
+    def stop_requested(self):
+        self.checks += 1
+        return self.checks > self.n
+
+
 def test_nerp_beats_fbp_and_inr(case):
     m, truth, prior = case
     cfg = {"embed_iterations": ITER}
@@ -79,6 +91,14 @@ def test_cancel_returns_current_image(case):
     assert [h["stage"] for h in result.history] == ["prior-registration"] * 3
     tv = reconstruct(m, "tv", iterations=result.config["registration_reference_iterations"], monitor=Track(stop_at=3))
     np.testing.assert_allclose(result.image, tv.image)
+    # Cancelled during the SimpleITK registration that follows the reference: the whole reference is kept.
+    mon = StopAfterChecks(5)
+    result = reconstruct(m, "nerp", prior=prior, config={"registration_reference_iterations": 5, "prior_registration": "deformable"},
+                         iterations=50, monitor=mon)
+    assert result.cancelled and result.iterations == 0 and getattr(result, "aligned_prior", None) is None
+    assert result.extra["prior_registration"]["cancelled"]
+    assert mon.checks == 7  # 5 TV iterations, the registration's first iteration, the check after Execute() ended
+    np.testing.assert_allclose(result.image, reconstruct(m, "tv", iterations=5).image)
 
 
 def test_bad_inputs(case):
@@ -158,6 +178,14 @@ def test_deformable_registration_follows_a_smooth_warp(case):
     assert psnr(np.abs(complex_out), truth) == pytest.approx(p_deformable, abs=0.3)
     body = np.abs(complex_out) > 0.004
     np.testing.assert_allclose(np.angle(complex_out[body]), 0.7, atol=1e-3)
+    # A stop request ends either stage at its next optimizer iteration.
+    rigid_checks = StopAfterChecks(10**9)
+    align_prior(warped, truth, m.grid, "rigid", stop=rigid_checks.stop_requested)
+    for n in (3, rigid_checks.checks + 3):  # inside the rigid stage, inside the B-spline stage
+        stop = StopAfterChecks(n)
+        out, info = align_prior(warped, truth, m.grid, "deformable", stop=stop.stop_requested)
+        assert out is None and info["cancelled"]
+        assert stop.checks == n + 2  # the iteration that asked, and the check after Execute() ended
 
 
 def test_grid_axes_isotropic():
