@@ -116,8 +116,12 @@ def _require_data():
     return d
 
 
-def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, seed=0) -> Case:
-    """Thorax slice through the nodule; truth on a `size`² grid, data simulated from the 512² slice."""
+def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_offset_slices=PRIOR_SLICE_OFFSET,
+              seed=0) -> Case:
+    """Thorax slice through the nodule; truth on a `size`² grid, data simulated from the 512² slice.
+    The prior is the slice `prior_offset_slices` × 2 mm away; 0 takes the nodule's own slice, an
+    upper bound for what a prior of the same anatomy brings (it still gets the changed lesion,
+    the shift, the deformation and the noise)."""
     from .io.volume import MU_WATER_PER_MM, hu_to_mu
     from .simulate import simulate_ct
 
@@ -125,7 +129,7 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, seed=0) -
     fine_hu, fine_grid = _read(d / CT_FULLRES)
     factor = 512 // size
     cur_fine = fine_hu[NODULE_SLICE_FULLRES]
-    prior_fine = fine_hu[NODULE_SLICE_FULLRES + PRIOR_SLICE_OFFSET]
+    prior_fine = fine_hu[NODULE_SLICE_FULLRES + prior_offset_slices]
     spacing_fine = fine_grid.spacing[0]
     cx, cy = NODULE_CENTRE_FULLRES_XY
     # The ROI depends only on the lesion's centre and radius, the same in both slices.
@@ -143,6 +147,8 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, seed=0) -
     name = f"ct2d_longitudinal_{geometry}_v{views}_{'noisy' if noisy else 'clean'}"
     if size != 256:
         name += f"_{size}"
+    if prior_offset_slices != PRIOR_SLICE_OFFSET:
+        name += f"_prior{2 * prior_offset_slices}mm"
     return Case(name, meas, truth, prior, roi, {"mu_water_per_mm": MU_WATER_PER_MM})
 
 
@@ -206,6 +212,10 @@ CASE_GROUPS = {
     "ct2d-v20": [("ct2d", dict(geometry=g, views=20, noisy=n)) for g in ("parallel", "fan") for n in (False, True)],
     "ct2d-v20-parallel": [("ct2d", dict(geometry="parallel", views=20, noisy=n)) for n in (False, True)],
     "ct2d-v20-fan": [("ct2d", dict(geometry="fan", views=20, noisy=n)) for n in (False, True)],
+    # Not a README case: the same data with the prior taken from the nodule's own slice, to
+    # separate what NeRP does from how far the standard prior's anatomy is from the new slice.
+    "ct2d-v20-prior0mm": [("ct2d", dict(geometry=g, views=20, noisy=False, prior_offset_slices=0))
+                          for g in ("parallel", "fan")],
     "ct3d": [("ct3d", dict(views=20, noisy=False))],
     "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
     "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],
