@@ -181,7 +181,7 @@ def run_bench(args) -> int:
                 row, res, _ = _run_one(case, spec, args.iterations, device)
                 rows.append(row)
                 print_table([row], sys.stderr)
-                if getattr(res, "aligned_prior", None) is not None:
+                if res.aligned_prior is not None:
                     # What the registration alone gives, so NeRP's gain over it shows.
                     rows.append(_prior_row(case, res.aligned_prior, "prior aligned"))
             _write_json(out / "bench.json", result)

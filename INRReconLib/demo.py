@@ -81,7 +81,7 @@ def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
         metrics = image_metrics(res.image, case.truth, roi=case.roi)
         rows.append({"method": method, **metrics, "seconds": res.seconds, "iterations": res.iterations})
         images[method] = res.image
-        if getattr(res, "aligned_prior", None) is not None:
+        if res.aligned_prior is not None:
             rows.append({"method": "prior aligned", **image_metrics(res.aligned_prior, case.truth, roi=case.roi),
                          "seconds": res.extra.get("registration_seconds", 0.0)})
         write_volume(out / f"{method}_hu.nrrd", mu_to_hu(res.image, mu_w), grid)

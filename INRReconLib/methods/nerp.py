@@ -433,9 +433,9 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
         def finish(steps, cancelled):
             image = render(field, measurement.grid)
             result = ReconResult(image=image, config=cfg, iterations=steps, seconds=time.perf_counter() - start,
-                                 cancelled=cancelled, history=list(monitor.history), extra=extra)
+                                 cancelled=cancelled, history=list(monitor.history), extra=extra,
+                                 aligned_prior=aligned_prior)
             result.field = field
-            result.aligned_prior = aligned_prior
             return result
 
         if use_prior and int(cfg["embed_iterations"]) > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -12,7 +13,8 @@ class ReconResult:
     """image: CT μ (1/mm) float32 of grid.shape (nz, ny, nx);
     MR complex64 [n_frames, nz, ny, nx].
     iterations: iterations actually run (last stage); cancelled: stopped early on request.
-    history: the Monitor's per-iteration records; extra: method-specific numbers."""
+    history: the Monitor's per-iteration records; extra: method-specific numbers.
+    aligned_prior: NeRP's prior as registered to the data and embedded (grid shape), else None."""
 
     image: np.ndarray
     method: str = ""
@@ -22,3 +24,4 @@ class ReconResult:
     cancelled: bool = False
     history: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    aligned_prior: Optional[np.ndarray] = None

@@ -232,7 +232,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
                                     json.dumps(to_jsonable(used_config), indent=2) + "\n")
     metrics = _metrics(job, measurement, image, result)
-    aligned = getattr(result, "aligned_prior", None)
+    aligned = result.aligned_prior
     if aligned is not None:
         # The prior as NeRP embedded it, registered to the data, in the output's units: the place
         # to check the alignment (and the change the data had to add).
