@@ -28,6 +28,11 @@ MODES = ("none", "rigid", "deformable")
 # 35.80 dB, from 24.42 / 21.06 dB unaligned.
 CONTROL_POINT_SPACING_VOXELS = 25
 MAX_METRIC_SAMPLES = 100_000
+# Optimizer iterations per resolution level: the budgets that progress is reported against
+# (the optimizers usually converge before them, and the bar then jumps to the end).
+RIGID_ITERATIONS = 200
+BSPLINE_ITERATIONS = 100
+BSPLINE_LEVELS = ([2, 1], [1, 0])
 
 
 def check_mode(mode: str) -> None:
@@ -48,18 +53,15 @@ class _Cancelled(Exception):
     """Raised from a registration's iteration callback to end Execute() when a stop is requested."""
 
 
-def _registration(metric_levels, n_voxels, stop):
+def _registration(metric_levels, n_voxels, on_iteration):
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
-    if stop is not None:
-        # StopRegistration() is ignored by the L-BFGS-B optimizer, and the 3D B-spline stage runs
-        # for about a minute; an exception from the callback ends Execute() with a RuntimeError
-        # at the next iteration whatever the optimizer.
-        def check():
-            if stop():
-                raise _Cancelled("prior registration cancelled")
-        reg.AddCommand(sitk.sitkIterationEvent, check)
+    if on_iteration is not None:
+        # A stop is signalled by raising from this callback: StopRegistration() is ignored by the
+        # L-BFGS-B optimizer, and the 3D B-spline stage runs for about a minute; the exception
+        # ends Execute() with a RuntimeError at the next iteration whatever the optimizer.
+        reg.AddCommand(sitk.sitkIterationEvent, lambda: on_iteration(reg))
     reg.SetMetricAsCorrelation()
     reg.SetInterpolator(sitk.sitkLinear)
     shrink, smooth = metric_levels
@@ -97,11 +99,28 @@ def _execute(reg, fixed, moving, stop, stage, hint):
         sys.excepthook = previous
 
 
-def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=None):
+def _metric_levels(shape):
+    """(shrink factors, smoothing sigmas) of the rigid stage. Shrinking below ~16 voxels along an
+    axis leaves nothing to register (3D grids are often thin in z)."""
+    return ([4, 2, 1], [2, 1, 0]) if min((n for n in shape if n > 1), default=1) >= 64 else ([2, 1], [1, 0])
+
+
+def planned_iterations(mode: str, shape) -> int:
+    """The optimizer iterations `align_prior` may take at most on a grid of `shape`."""
+    check_mode(mode)
+    if mode == "none":
+        return 0
+    rigid = RIGID_ITERATIONS * len(_metric_levels(shape)[0])
+    return rigid + (BSPLINE_ITERATIONS * len(BSPLINE_LEVELS[0]) if mode == "deformable" else 0)
+
+
+def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=None, progress=None):
     """Register `prior` to `reference` (both real or complex arrays of grid.shape) and return
     (aligned prior, info), or (None, info) when `stop` (a callable, checked at every optimizer
-    iteration) asked to end the run. The transform is found on magnitudes and applied to the real and
-    imaginary parts alike; info holds the mode, the rigid parameters (rotation in rad,
+    iteration) asked to end the run. `progress(iteration, total, correlation)`, if given, is
+    called at every optimizer iteration, counted over both stages against
+    planned_iterations(mode, grid.shape). The transform is found on magnitudes and applied to the
+    real and imaginary parts alike; info holds the mode, the rigid parameters (rotation in rad,
     translation in mm), the B-spline mesh and the final correlation of each stage."""
     import SimpleITK as sitk
 
@@ -114,14 +133,23 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=
     fixed = _sitk_image(np.abs(reference), grid.spacing)
     moving = _sitk_image(np.abs(prior), grid.spacing)
     dim = fixed.GetDimension()
-    # Shrinking below ~16 voxels along an axis leaves nothing to register (3D grids are often thin in z).
-    levels = ([4, 2, 1], [2, 1, 0]) if min(fixed.GetSize()) >= 64 else ([2, 1], [1, 0])
+    levels = _metric_levels(grid.shape)
+    total = planned_iterations(mode, grid.shape)
+    done = [0]
 
-    rigid = _registration(levels, prior.size, stop)
+    def on_iteration(reg):
+        done[0] += 1
+        if progress is not None:
+            # An iteration past the budget can only come from a level the budget did not foresee.
+            progress(min(done[0], total), total, -reg.GetMetricValue())
+        if stop is not None and stop():
+            raise _Cancelled("prior registration cancelled")
+
+    rigid = _registration(levels, prior.size, on_iteration)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler2DTransform() if dim == 2 else sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.GEOMETRY)
     rigid.SetInitialTransform(initial, inPlace=False)
-    rigid.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200)
+    rigid.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=RIGID_ITERATIONS)
     rigid.SetOptimizerScalesFromPhysicalShift()
     transform = _execute(rigid, fixed, moving, stop, "rigid",
                          "Check that the prior shows the same anatomy, or set prior_registration to 'none'.")
@@ -137,9 +165,9 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=
         rigid_moved = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
         mesh = [max(1, round(n / CONTROL_POINT_SPACING_VOXELS)) for n in fixed.GetSize()]
         bspline = sitk.BSplineTransformInitializer(fixed, mesh)
-        deform = _registration(([2, 1], [1, 0]), prior.size, stop)
+        deform = _registration(BSPLINE_LEVELS, prior.size, on_iteration)
         deform.SetInitialTransform(bspline, inPlace=True)
-        deform.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=100)
+        deform.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=BSPLINE_ITERATIONS)
         if _execute(deform, fixed, rigid_moved, stop, "deformable", "Use prior_registration 'rigid', or 'none'.") is None:
             return None, {"mode": mode, "cancelled": True}
         # Resample transforms points of the fixed image: the B-spline acts first, then the rigid map.
@@ -162,15 +190,16 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=
 
 
 class _StageMonitor(Monitor):
-    """Forwards the reference reconstruction's progress to the run's monitor under one stage name,
-    so the progress bar and Slicer show "prior-registration" rather than a separate TV run."""
+    """Forwards the reference reconstruction's progress to the run's monitor under one stage name
+    and against the whole stage's total (reference and registration iterations), so the progress
+    bar and Slicer show one "prior-registration" stage rather than a separate TV run."""
 
-    def __init__(self, parent, stage):
+    def __init__(self, parent, stage, total):
         super().__init__()
-        self.parent, self.stage = parent, stage
+        self.parent, self.stage, self.total = parent, stage, total
 
     def report(self, stage, iteration, total, loss=None, current=None, **extra):
-        self.parent.report(self.stage, iteration, total, loss=loss, current=current, **extra)
+        self.parent.report(self.stage, iteration, self.total, loss=loss, current=current, **extra)
 
     def stop_requested(self) -> bool:
         return self.parent.stop_requested()
@@ -179,17 +208,28 @@ class _StageMonitor(Monitor):
 def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_iterations: int, device, monitor):
     """Align `prior` (grid shape) with a TV reconstruction of `measurement` (see the module
     docstring; `prior` may carry MR's leading frame axis; the config was checked by nerp).
+    Progress goes to `monitor` as one stage, "prior-registration": the reference's iterations,
+    then the registration's optimizer iterations with their correlation. The total is the
+    budget; the optimizers usually converge before it and the next stage starts from there.
     Returns (aligned prior of the same shape, or None if the run was cancelled during the
     reference or the registration; info; the reference image as TV returned it)."""
     from .registry import reconstruct
 
-    ref = reconstruct(measurement, "tv", iterations=int(reference_iterations), device=device,
-                      monitor=_StageMonitor(monitor, "prior-registration"))
+    grid = measurement.grid
+    n_ref = int(reference_iterations)
+    total = n_ref + planned_iterations(mode, grid.shape)
+    stage = _StageMonitor(monitor, "prior-registration", total)
+    ref = reconstruct(measurement, "tv", iterations=n_ref, device=device, monitor=stage)
     if ref.cancelled:
         return None, {"mode": mode, "cancelled": True}, ref.image
+
+    def progress(iteration, _planned, correlation):
+        stage.report(stage.stage, n_ref + iteration, total, correlation=correlation)
+
     # MR images carry a leading frame axis; the registration works on the grid's (nz, ny, nx).
-    grid = measurement.grid
     aligned, info = align_prior(prior.reshape(grid.shape), np.asarray(ref.image).reshape(grid.shape), grid, mode,
-                                stop=monitor.stop_requested)
+                                stop=monitor.stop_requested, progress=progress)
+    if aligned is None:
+        return None, info, ref.image
     info["reference"] = f"tv, {ref.iterations} iterations"
-    return (None if aligned is None else aligned.reshape(prior.shape)), info, ref.image
+    return aligned.reshape(prior.shape), info, ref.image

@@ -184,8 +184,9 @@ class ReconstructionSession:
         stage = str(event.get("stage") or s.stage)
         if stage != s.stage and s.stage not in ("", "starting", "started"):
             # A new stage (NeRP: embed the prior, then fit the data) restarts its iteration count;
-            # the plot's x axis keeps counting so the two stages sit side by side.
-            self._stage_offset += s.total or s.iteration
+            # the plot's x axis keeps counting so the stages sit side by side. The last iteration
+            # seen, not the planned total: the prior registration's optimizers stop before theirs.
+            self._stage_offset += s.iteration or s.total
         s.stage = stage
         s.iteration = int(event.get("iteration") or 0)
         s.total = int(event.get("total") or s.total or 0)

@@ -135,7 +135,9 @@ def test_prior_registration_undoes_a_setup_shift(case):
     moved = _moved(prior, 2.0, (3, -2))
     cfg = {"embed_iterations": ITER}
     plain = reconstruct(m, "nerp", prior=moved, config={**cfg, "prior_registration": "none"}, iterations=ITER)
-    aligned = reconstruct(m, "nerp", prior=moved, config={**cfg, "prior_registration": "rigid"}, iterations=ITER)
+    mon = Monitor()
+    aligned = reconstruct(m, "nerp", prior=moved, config={**cfg, "prior_registration": "rigid"}, iterations=ITER,
+                          monitor=mon)
     p_plain, p_aligned, p_moved, p_prior = (psnr(x, truth) for x in (plain.image, aligned.image, moved, prior))
     p_aligned_prior = psnr(aligned.aligned_prior, truth)
     print(f"moved prior {p_moved:.2f} -> aligned {p_aligned_prior:.2f} (unmoved {p_prior:.2f}); "
@@ -152,12 +154,24 @@ def test_prior_registration_undoes_a_setup_shift(case):
     assert (tx, ty) == (pytest.approx(-4.0, abs=0.5), pytest.approx(6.0, abs=0.5))
     assert abs(np.degrees(angle)) == pytest.approx(2.0, abs=0.5)
     assert info["mode"] == "rigid" and info["reference"].startswith("tv")
+    # One progress stage: the TV reference's iterations, then the registration's, each with its
+    # correlation, against one total (reference + the rigid budget: 3 levels of 200 on 64²).
+    stage = [h for h in mon.history if h["stage"] == "prior-registration"]
+    n_ref = aligned.config["registration_reference_iterations"]
+    assert {h["total"] for h in stage} == {n_ref + 600}
+    steps = [h["iteration"] for h in stage]
+    assert steps == sorted(steps) and steps[n_ref - 1] == n_ref and n_ref + 10 < steps[-1] <= n_ref + 600
+    registering = stage[n_ref:]
+    assert len(registering) > 10 and all("correlation" in h and "loss" not in h for h in registering)
+    # (the callback sees the metric one optimizer step before the final value)
+    assert registering[-1]["correlation"] == pytest.approx(info["rigid_correlation"], abs=1e-4)
+    assert registering[-1]["correlation"] > registering[0]["correlation"]
 
 
 def test_deformable_registration_follows_a_smooth_warp(case):
     """A smooth displacement of up to 2 pixels, which no rigid motion explains, is undone by the
     B-spline stage (here registered to the truth itself, to test the registration alone)."""
-    from INRReconLib.methods.registration import align_prior
+    from INRReconLib.methods.registration import align_prior, planned_iterations
 
     m, truth, _ = case
     n = truth.shape[-1]
@@ -167,7 +181,12 @@ def test_deformable_registration_follows_a_smooth_warp(case):
     warped = ndimage.map_coordinates(truth[0], [yy + 2 * np.sin(2 * np.pi * xx / n), xx + 2 * np.cos(2 * np.pi * yy / n)],
                                      order=1)[None].astype(np.float32)
     rigid, _ = align_prior(warped, truth, m.grid, "rigid")
-    deformable, info = align_prior(warped, truth, m.grid, "deformable")
+    calls = []
+    deformable, info = align_prior(warped, truth, m.grid, "deformable", progress=lambda *a: calls.append(a))
+    # Progress counts the iterations of both stages against their joint budget.
+    assert {c[1] for c in calls} == {planned_iterations("deformable", m.grid.shape)} == {3 * 200 + 2 * 100}
+    assert [c[0] for c in calls] == list(range(1, len(calls) + 1))
+    assert calls[-1][2] == pytest.approx(info["deformable_correlation"])
     p_warped, p_rigid, p_deformable = (psnr(x, truth) for x in (warped, rigid, deformable))
     print(f"warped {p_warped:.2f}, rigid {p_rigid:.2f}, deformable {p_deformable:.2f}")
     # measured: warped 17.2, rigid 19.9, deformable 30.2 dB

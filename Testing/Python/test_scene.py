@@ -55,15 +55,16 @@ def write_ct_measurement(path, grid, n_views=12, fraction=None):
     return path
 
 
-def scripted_factory(grid, n_progress=5, with_preview=True, final="result", made=None):
+def scripted_factory(grid, n_progress=5, with_preview=True, final="result", made=None, progress=None):
     """runner_factory for ReconstructionSession: writes the files a worker would (previews, the
-    output on the measurement grid) and returns a FakeRunner that plays the matching events."""
+    output on the measurement grid) and returns a FakeRunner that plays the matching events.
+    progress: the progress events to play instead of one n_progress-step "recon" stage."""
 
     def factory(job_dir):
         job = json.loads((job_dir / "job.json").read_text())
-        events = [{"event": "started", "device": "cpu"}]
+        events = [{"event": "started", "device": "cpu"}] + list(progress or [])
         truth = phantom(grid, 1.2)
-        for it in range(1, n_progress + 1):
+        for it in range(1, 0 if progress else n_progress + 1):
             events.append({"event": "progress", "stage": "recon", "iteration": it, "total": n_progress,
                            "loss": 1.0 / it, "psnr": 20.0 + it, "elapsed": 0.1 * it, "eta": 0.1 * (n_progress - it)})
             if with_preview and it % 2 == 0:
@@ -143,6 +144,23 @@ def test_session_streams_preview_plot_and_output(ct_case):
     assert np.allclose(V.array_from_volume(out), phantom(grid, 1.2)[0], atol=1e-6)
     assert np.array_equal(V.array_from_volume(prior), prior_before)
     assert out.GetAttribute("INRRecon.method") == "nerp"
+
+
+def test_plot_puts_stages_side_by_side(ct_case):
+    """NeRP's stages each count from 1; the plot's x axis keeps counting. The registration stage
+    ends before its planned total (its optimizers converged), so the next stage follows its last
+    iteration, not the total: no empty stretch in the chart."""
+    scene, grid, prior, measurement, tmp = ct_case
+    stages = [("prior-registration", 3, 800), ("prior-embedding", 2, 2), ("fitting", 2, 2)]
+    progress = [{"event": "progress", "stage": name, "iteration": it, "total": total, "loss": 1.0}
+                for name, n, total in stages for it in range(1, n + 1)]
+    session = ReconstructionSession(scene, scripted_factory(grid, progress=progress), tmp / "job", measurement,
+                                    prior_node=prior, method="nerp", iterations=2, device="cpu")
+    session.start()
+    while not session.state.finished:
+        session.poll()
+    assert session.state.status == "done"
+    assert [r[0] for r in session.plot.rows()] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_3d_preview_slices_land_on_central_planes(tmp_path):
