@@ -48,6 +48,7 @@ def _ensureLibraryOnPath():
 _ensureLibraryOnPath()
 
 METHODS = ("nerp", "inr", "fbp", "sirt", "cgls", "tv", "adjoint", "cgsense")
+FIELD_METHODS = ("nerp", "inr")  # their result is a field: the output can be written on a finer grid
 PRESETS = ("hash-ct", "hash-cone", "nerp-ct", "hash-mr", "nerp-mr")
 LOSSES = ("preset", "l2", "l1", "fls", "rel_l2")
 PRIOR_ALIGNMENTS = ("preset", "none", "rigid", "deformable")
@@ -125,6 +126,7 @@ class INRReconParameterNode:
     device: Annotated[str, Choice(list(DEVICES)), Default("auto")]
     pythonExecutable: pathlib.Path
     previewEvery: Annotated[int, WithinRange(0, 10000), Default(10)]
+    outputUpsampling: Annotated[int, WithinRange(1, 4), Default(1)]  # INR methods: output N× finer
     outputVolume: vtkMRMLScalarVolumeNode
     tumourSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # for Compare
 
@@ -228,6 +230,10 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         needsPrior = p is not None and p.method == "nerp"
         if ok and needsPrior and not p.priorVolume:
             self.ui.applyButton.toolTip = _("NeRP needs a prior: select an earlier scan of the patient.")
+            self.ui.applyButton.enabled = False
+        elif ok and p.outputUpsampling > 1 and p.method not in FIELD_METHODS:
+            self.ui.applyButton.toolTip = _("Only the INR methods (inr, nerp) can write a finer output grid: "
+                                            "set Output upsampling to 1.")
             self.ui.applyButton.enabled = False
         elif ok:
             self.ui.applyButton.toolTip = _("Start the reconstruction")
@@ -399,7 +405,7 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         config = self.config(p, modality) if p.method in ("nerp", "inr") else None
         jobRoot = pathlib.Path(tempfile.mkdtemp(prefix="INRRecon-", dir=slicer.app.temporaryPath))
         common = dict(method=p.method, config=config, iterations=p.iterations or None, device=p.device,
-                      preview_every=p.previewEvery)
+                      preview_every=p.previewEvery, upsample=p.outputUpsampling)
         extra = [line.strip() for line in (p.seriesPaths or "").splitlines() if line.strip()]
         factory = self._factory(p.pythonExecutable)
         if extra:

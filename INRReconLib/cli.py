@@ -56,6 +56,9 @@ def _add_reconstruct(sub):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--reference", default=None, help="ground-truth image: report PSNR/SSIM against it")
     p.add_argument("--out", required=True, help="output image (.nrrd, .nii.gz, .mha, ...)")
+    p.add_argument("--upsample", type=int, default=1,
+                   help="inr/nerp: write the output N times finer per axis (in-plane for 2D data), the "
+                        "fitted field evaluated there; metrics stay on the measurement grid")
 
 
 def main(argv=None) -> int:
@@ -141,6 +144,8 @@ class _ProgressBar:
                 self.stream.write("\n")
             note = " (cancelled: best result so far)" if event.get("cancelled") else ""
             self._line(f"wrote {event.get('output')}{note}")
+            for warning in event.get("warnings") or []:
+                self._line(f"warning: {warning}")
             metrics = event.get("metrics") or {}
             if metrics:
                 self._line("  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
@@ -197,7 +202,8 @@ def _reconstruct(args) -> int:
     job = {"measurement": str(Path(args.measurement).resolve()),
            "prior": str(Path(args.prior).resolve()) if args.prior else None,
            "method": args.method, "config": args.config, "iterations": args.iterations,
-           "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0}
+           "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0,
+           "upsample": args.upsample}
     if args.reference:
         job["reference"] = str(Path(args.reference).resolve())
     stop = threading.Event()

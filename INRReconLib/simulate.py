@@ -36,18 +36,6 @@ MR_TRAJECTORIES = ("radial", "cartesian")
 # shared helpers
 
 
-def fine_grid(grid: ImageGrid, factor: int) -> ImageGrid:
-    """The grid with `factor`x more voxels in-plane (x, y), same centre, extent and direction."""
-    factor = int(factor)
-    size = (grid.size[0] * factor, grid.size[1] * factor, grid.size[2])
-    spacing = (grid.spacing[0] / factor, grid.spacing[1] / factor, grid.spacing[2])
-    d = np.asarray(grid.direction).reshape(3, 3)
-    centre = grid_centre_lps(grid)
-    half = (np.asarray(size, dtype=float) - 1.0) / 2.0 * np.asarray(spacing)
-    origin = centre - d @ half
-    return ImageGrid(size, spacing, tuple(origin), grid.direction)
-
-
 def upsample_in_plane(volume: np.ndarray, factor: int) -> np.ndarray:
     """[..., ny, nx] -> [..., ny*factor, nx*factor] by cubic-spline interpolation at the fine voxel
     centres (same extent: fine centre i_f sits at coarse index (i_f + 0.5)/factor - 0.5).
@@ -186,7 +174,7 @@ def simulate_ct(volume_zyx_mu, grid: ImageGrid, *, geometry: str = "parallel", n
                             n_cols, col_spacing_mm, n_rows, row_spacing_mm, detector_offset_mm)
 
     if recon_grid is None:
-        src_grid = fine_grid(grid, upsample) if upsample > 1 else grid
+        src_grid = grid.refined(upsample, in_plane=True) if upsample > 1 else grid
         src = np.clip(upsample_in_plane(vol, upsample), 0.0, None).astype(np.float32) if upsample > 1 else vol
         vectors = geom.vectors
     else:
@@ -330,7 +318,7 @@ def simulate_mr(volume_zyx_real_or_complex, grid: ImageGrid, *, trajectory: str 
     geom.coil_maps = maps
 
     # encoding on the fine grid
-    fgrid = fine_grid(grid, upsample) if upsample > 1 else grid
+    fgrid = grid.refined(upsample, in_plane=True) if upsample > 1 else grid
     fine_img = upsample_in_plane(vol, upsample)  # [F, nz, ny*u, nx*u]
     fine_maps = None if maps is None else upsample_in_plane(maps.reshape((n_coils,) + grid.shape), upsample)
     fny, fnx = ny * upsample, nx * upsample

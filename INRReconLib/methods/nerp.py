@@ -8,8 +8,8 @@ Pipeline (all in normalised units, see `_Problem`):
       field on the grid, apply the physics operator and fit the measurements (Adam with a data
       loss, optional TV and ordered subsets, or ADMM);
   (c) inference: `render(field, grid, upsample=...)` on the grid or any finer one.
-Both methods return a ReconResult whose `config` is the full config used; the fitted field is
-attached as `result.field` for rendering at other resolutions, and the aligned prior (or None) as
+Both methods return a ReconResult whose `config` is the full config used, with the fitted field
+as `result.field` for rendering at other resolutions and the aligned prior (or None) as
 `result.aligned_prior`.
 """
 
@@ -432,11 +432,9 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
 
         def finish(steps, cancelled):
             image = render(field, measurement.grid)
-            result = ReconResult(image=image, config=cfg, iterations=steps, seconds=time.perf_counter() - start,
-                                 cancelled=cancelled, history=list(monitor.history), extra=extra,
-                                 aligned_prior=aligned_prior)
-            result.field = field
-            return result
+            return ReconResult(image=image, config=cfg, iterations=steps, seconds=time.perf_counter() - start,
+                               cancelled=cancelled, history=list(monitor.history), extra=extra,
+                               aligned_prior=aligned_prior, field=field)
 
         if use_prior and int(cfg["embed_iterations"]) > 0:
             steps, cancelled = embed_prior(field, axes, problem, prior_t / scale, cfg, monitor)

@@ -25,6 +25,9 @@ class MethodSpec:
     targets: dict  # modality -> "module:function" inside INRReconLib.methods
     summary: str
     uses_prior: bool = False
+    # The result carries a continuous field (ReconResult.field) that can be evaluated on a finer
+    # grid than the measurement's; the other methods reconstruct voxels of that grid only.
+    field: bool = False
 
     @property
     def modalities(self) -> tuple:
@@ -41,9 +44,9 @@ METHODS = {
         MethodSpec("adjoint", {"MR": "classical_mr:adjoint"},
                    "density-compensated adjoint NUFFT / zero-filled IFFT, coil-combined"),
         MethodSpec("cgsense", {"MR": "classical_mr:cgsense"}, "CG-SENSE"),
-        MethodSpec("inr", {"CT": "nerp:inr", "MR": "nerp:inr"}, "INR without prior (random init)"),
+        MethodSpec("inr", {"CT": "nerp:inr", "MR": "nerp:inr"}, "INR without prior (random init)", field=True),
         MethodSpec("nerp", {"CT": "nerp:nerp", "MR": "nerp:nerp"},
-                   "NeRP: embed the prior in the INR, then fit the data", True),
+                   "NeRP: embed the prior in the INR, then fit the data", uses_prior=True, field=True),
     ]
 }
 

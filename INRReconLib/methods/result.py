@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -14,7 +14,9 @@ class ReconResult:
     MR complex64 [n_frames, nz, ny, nx].
     iterations: iterations actually run (last stage); cancelled: stopped early on request.
     history: the Monitor's per-iteration records; extra: method-specific numbers.
-    aligned_prior: NeRP's prior as registered to the data and embedded (grid shape), else None."""
+    aligned_prior: NeRP's prior as registered to the data and embedded (grid shape), else None.
+    field: the fitted INR (a torch module; methods.nerp.render evaluates it on any grid), for
+    the methods whose MethodSpec says `field`; None for a cancelled run that never built it."""
 
     image: np.ndarray
     method: str = ""
@@ -25,3 +27,4 @@ class ReconResult:
     history: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     aligned_prior: Optional[np.ndarray] = None
+    field: Optional[Any] = None

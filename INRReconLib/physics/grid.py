@@ -64,6 +64,21 @@ class ImageGrid:
         """Grid-frame coordinates (mm) of voxel centres along x, y, z (1D arrays)."""
         return tuple((np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(self.size, self.spacing))
 
+    def refined(self, factor: int, in_plane: bool = False) -> "ImageGrid":
+        """The grid with `factor`× more voxels along each axis (x and y only for a 2D grid or with
+        `in_plane`), covering the same extent with the same centre and direction."""
+        factor = int(factor)
+        if factor < 1:
+            raise InputError("upsample", f"must be a positive integer, got {factor}.")
+        refine_z = not (in_plane or self.is_2d)
+        f = np.array([factor, factor, factor if refine_z else 1])
+        size = np.asarray(self.size) * f
+        spacing = np.asarray(self.spacing) / f
+        d = np.asarray(self.direction).reshape(3, 3)
+        centre = np.asarray(self.origin) + d @ ((np.asarray(self.size) - 1) / 2.0 * np.asarray(self.spacing))
+        origin = centre - d @ ((size - 1) / 2.0 * spacing)
+        return ImageGrid(tuple(int(n) for n in size), tuple(spacing), tuple(origin), self.direction)
+
     def to_dict(self) -> dict:
         return {"size": list(self.size), "spacing_mm": list(self.spacing),
                 "origin_mm": list(self.origin), "direction": list(self.direction)}

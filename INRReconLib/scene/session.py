@@ -83,13 +83,13 @@ class ReconstructionSession:
     """Runs one measurement file through the worker and keeps the scene in step with it.
 
     scene: the MRML scene. runner_factory: job_dir -> runner. job_dir: an empty folder for the job.
-    prior_node: a scalar volume node or None. method/config/iterations/device/preview_every: as in
-    the job file. output_name: name of the result node (default: the measurement file's stem).
+    prior_node: a scalar volume node or None. method/config/iterations/device/preview_every/upsample:
+    as in the job file. output_name: name of the result node (default: the measurement file's stem).
     job_writer(job_dir, **job): defaults to `INRReconLib.worker.job.write_job`.
     """
 
     def __init__(self, scene, runner_factory, job_dir, measurement_path, *, prior_node=None, method="nerp",
-                 config=None, iterations=None, device="cpu", preview_every=10, output_name=None,
+                 config=None, iterations=None, device="cpu", preview_every=10, upsample=1, output_name=None,
                  job_writer=None):
         self.scene = scene
         self.runner_factory = runner_factory
@@ -101,6 +101,7 @@ class ReconstructionSession:
         self.iterations = iterations
         self.device = device
         self.preview_every = preview_every
+        self.upsample = upsample
         self.output_name = output_name or self.measurement_path.name.split(".")[0]
         self.job_writer = job_writer or _default_job_writer
         self.state = SessionState()
@@ -125,7 +126,8 @@ class ReconstructionSession:
             write_volume_node(self.prior_node, prior_path)
         self.job_writer(self.job_dir, measurement=str(self.measurement_path), prior=prior_path, method=self.method,
                         config=self.config, iterations=self.iterations, device=self.device,
-                        output=str(self.job_dir / "output.nrrd"), preview_every=self.preview_every)
+                        output=str(self.job_dir / "output.nrrd"), preview_every=self.preview_every,
+                        upsample=self.upsample)
         self.plot = ProgressPlot(self.scene, self.output_name)
         self.state = SessionState(status="running", stage="starting")
         self.runner = self.runner_factory(self.job_dir)

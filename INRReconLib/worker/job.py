@@ -29,6 +29,8 @@ JOB_KEYS = {
     "iterations": None,     # int or null (method default)
     "device": "auto",       # "auto" | "cpu" | "cuda" | "cuda:N"
     "output": "result.nrrd",  # image file written at the end (any format SimpleITK writes)
+    "upsample": 1,          # INR methods: write the output on a grid this many times finer per axis
+                            # (in-plane for 2D), the fitted field evaluated there; 1: the measurement grid
     "preview_every": DEFAULT_PREVIEW_EVERY,  # iterations between previews; 0 = none
     "preview": "slices",    # 3D previews: "slices" (three central slices) or "volume" (whole image)
     "reference": None,      # optional ground-truth image for metrics (same kind of file as prior)
@@ -112,6 +114,12 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
         out["config"] = str((job_dir / config).resolve())
 
     out["iterations"] = _positive_int(out["iterations"], "iterations", allow_none=True)
+    out["upsample"] = _positive_int(out["upsample"], "upsample")
+    if out["upsample"] > 1 and not METHODS[out["method"]].field:
+        fields = ", ".join(n for n, spec in METHODS.items() if spec.field)
+        raise InputError("upsample", f"method {out['method']!r} reconstructs the measurement grid's voxels only; "
+                         f"a finer output grid needs a field method ({fields}).",
+                         "Set upsample to 1, or choose an INR method.")
     out["preview_every"] = _positive_int(out["preview_every"], "preview_every", allow_zero=True)
 
     device = out["device"]

@@ -33,6 +33,7 @@ CHECKPOINT_FILE = "checkpoint.npy"
 CHECKPOINT_INFO_FILE = "checkpoint.json"
 PREVIEWS_KEPT = 3  # older preview files are deleted; a reader may still be loading the last ones
 PROGRESS_MIN_INTERVAL_S = 0.1  # progress lines are thinned to ~10 per second (first/last always)
+MAX_OUTPUT_VOXELS = 512 ** 3  # an upsampled output: 512 MiB as float32 (MR renders complex: twice that)
 
 Emit = Callable[[dict], None]
 
@@ -217,6 +218,12 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         prior = load_prior(job["prior"], measurement)
     config = _load_config(job["config"], job["method"], measurement)
     output_plan = OutputPlan.for_job(job, measurement)
+    if job["upsample"] > 1:
+        # Checked before the run, not after it: the output must fit in memory.
+        fine = measurement.grid.refined(job["upsample"])
+        if int(np.prod(fine.shape)) > MAX_OUTPUT_VOXELS:
+            raise InputError("upsample", f"{job['upsample']}x gives an output of {list(fine.shape)} voxels, more than "
+                             f"{MAX_OUTPUT_VOXELS:,}.", "Use a smaller factor.")
 
     monitor = WorkerMonitor(emit, stop, job_dir, measurement.grid, job["preview_every"], job["preview"],
                             output_plan.display, t0, info={"method": job["method"], "units": output_plan.units})
@@ -226,7 +233,10 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     if result.cancelled:
         log.info("cancelled after %d iterations; saving the partial result", result.iterations)
 
-    written = output_plan.write(image)
+    written_plan, written_image, warnings = output_plan, image, []
+    if job["upsample"] > 1:
+        written_plan, written_image, warnings = _upsampled(output_plan, measurement.grid, job["upsample"], result)
+    written = written_plan.write(written_image)
     used_config = result.config or config or {}
     stem_path = _stem_path(Path(job["output"]))
     config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
@@ -237,24 +247,45 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         # The prior as NeRP embedded it, registered to the data, in the output's units: the place
         # to check the alignment (and the change the data had to add).
         aligned_path = stem_path.with_name(stem_path.name + ".prior_aligned" + _extension(Path(job["output"])))
-        OutputPlan(aligned_path, measurement.grid, measurement.modality, output_plan.units,
-                   output_plan.mu_water).write(np.asarray(aligned))
+        output_plan.moved(path=aligned_path).write(np.asarray(aligned))
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"], "output": written["output"], "cancelled": bool(result.cancelled),
         "iterations": int(result.iterations), "seconds": float(result.seconds), "metrics": metrics,
         "extra": result.extra, "history": result.history, "meta": job["meta"],
-        "prior_aligned": str(aligned_path) if aligned is not None else None}), indent=1) + "\n")
+        "prior_aligned": str(aligned_path) if aligned is not None else None,
+        "output_grid": written_plan.grid.to_dict(), "warnings": warnings}), indent=1) + "\n")
     event = {"event": "result", "output": written["output"], "units": output_plan.units, "metrics": metrics, "cancelled": bool(result.cancelled),
             "iterations": int(result.iterations), "seconds": round(time.perf_counter() - t0, 3),
             "method_seconds": round(float(result.seconds), 3), "config": str(config_path),
-            "metrics_path": str(metrics_path), "method": job["method"], "grid": measurement.grid.to_dict(),
+            "metrics_path": str(metrics_path), "method": job["method"], "grid": written_plan.grid.to_dict(),
             "meta": job["meta"]}
+    if warnings:
+        event["warnings"] = warnings
     if aligned is not None:
         event["prior_aligned"] = str(aligned_path)
     if "frames" in written:
         event["frames"] = written["frames"]
     return event
+
+
+def _upsampled(plan: "OutputPlan", grid, factor: int, result):
+    """(plan, image, warnings) for the output on the `factor`× finer grid: the fitted field
+    evaluated at its voxel centres. Falls back to the measurement grid, with a warning, when there
+    is no field (cancelled before it was built) or evaluating it fails, so a finished run's result
+    is never lost."""
+    if result.field is None:
+        return plan, np.asarray(result.image), [f"upsample {factor}: the run ended before the field was built; "
+                                                "the output is on the measurement grid."]
+    from ..methods.nerp import render
+
+    try:
+        image = render(result.field, grid, upsample=factor)
+    except (RuntimeError, MemoryError) as exc:  # torch's out-of-memory errors are RuntimeErrors
+        log.warning("evaluating the field %dx finer failed: %s", factor, exc)
+        return plan, np.asarray(result.image), [f"upsample {factor}: evaluating the field on the finer grid failed "
+                                                f"({str(exc).splitlines()[0]}); the output is on the measurement grid."]
+    return plan.moved(grid=grid.refined(factor)), image, []
 
 
 def _load_config(spec, method: str, measurement):
@@ -332,6 +363,10 @@ class OutputPlan:
             mu_water = MU_WATER_PER_MM
             log.info("output in HU with the default mu_water = %g /mm", mu_water)
         return cls(path, measurement.grid, "CT", "HU", mu_water)
+
+    def moved(self, path: Optional[Path] = None, grid=None) -> "OutputPlan":
+        """The same units, written to another path and/or on another grid."""
+        return OutputPlan(path or self.path, grid or self.grid, self.modality, self.units, self.mu_water)
 
     def display(self, image: np.ndarray) -> np.ndarray:
         """A real [nz, ny, nx] array in output units (dynamic MR: the middle frame)."""

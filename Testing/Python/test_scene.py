@@ -154,9 +154,12 @@ def test_plot_puts_stages_side_by_side(ct_case):
     stages = [("prior-registration", 3, 800), ("prior-embedding", 2, 2), ("fitting", 2, 2)]
     progress = [{"event": "progress", "stage": name, "iteration": it, "total": total, "loss": 1.0}
                 for name, n, total in stages for it in range(1, n + 1)]
-    session = ReconstructionSession(scene, scripted_factory(grid, progress=progress), tmp / "job", measurement,
-                                    prior_node=prior, method="nerp", iterations=2, device="cpu")
+    made = []
+    session = ReconstructionSession(scene, scripted_factory(grid, progress=progress, made=made), tmp / "job",
+                                    measurement, prior_node=prior, method="nerp", iterations=2, device="cpu",
+                                    upsample=2)
     session.start()
+    assert made[0][0]["upsample"] == 2  # the module's Output upsampling reaches the job
     while not session.state.finished:
         session.poll()
     assert session.state.status == "done"

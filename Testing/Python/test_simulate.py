@@ -13,7 +13,7 @@ from INRReconLib.io.volume import hu_to_mu, read_volume
 from INRReconLib.physics.ct_projector import CTProjector
 from INRReconLib.physics.grid import ImageGrid
 from INRReconLib.physics.mr_operator import MROperator
-from INRReconLib.simulate import fine_grid, simulate_ct, simulate_mr
+from INRReconLib.simulate import simulate_ct, simulate_mr
 
 torch.set_num_threads(2)
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -188,13 +188,22 @@ def test_mr_dynamic_and_3d():
     assert c3.geometry.mask.shape == (1, 4, 16, 16)
 
 
-def test_fine_grid_keeps_centre():
-    g = ImageGrid((10, 6, 3), (2.0, 3.0, 4.0), (7.0, -1.0, 2.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))
-    f = fine_grid(g, 2)
-    assert f.size == (20, 12, 3) and f.spacing == (1.0, 1.5, 4.0)
+def test_refined_grid_keeps_centre_and_extent():
     from INRReconLib.io.volume import grid_centre_lps
 
+    g = ImageGrid((10, 6, 3), (2.0, 3.0, 4.0), (7.0, -1.0, 2.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))
+    f = g.refined(2, in_plane=True)  # the simulation's finer grid: in-plane only
+    assert f.size == (20, 12, 3) and f.spacing == (1.0, 1.5, 4.0)
     np.testing.assert_allclose(grid_centre_lps(f), grid_centre_lps(g))
+    f3 = g.refined(2)  # a 3D grid: every axis
+    assert f3.size == (20, 12, 6) and f3.spacing == (1.0, 1.5, 2.0) and f3.direction == g.direction
+    np.testing.assert_allclose(grid_centre_lps(f3), grid_centre_lps(g))
+    np.testing.assert_allclose(f3.extent_mm, g.extent_mm)
+    flat = ImageGrid((10, 6, 1), (2.0, 3.0, 4.0), (7.0, -1.0, 2.0))
+    assert flat.refined(3).size == (30, 18, 1)  # a 2D grid stays one slice
+    assert g.refined(1) == g
+    with pytest.raises(InputError, match="upsample"):
+        g.refined(0)
 
 
 def test_real_thorax_slice_from_finer_scan():
@@ -208,7 +217,6 @@ def test_real_thorax_slice_from_finer_scan():
     fine = ImageGrid((512, 512, 1), grid.spacing, (grid.origin[0], grid.origin[1], grid.origin[2] + 2.0 * k))
     mu = np.clip(hu_to_mu(hu[k]), 0, None).astype(np.float32)[None]
     # coarse grid with the fine grid's centre (the 2x2 block centres)
-    coarse = fine_grid(fine, 1)
     coarse = ImageGrid((256, 256, 1), (2 * fine.spacing[0], 2 * fine.spacing[1], 2.0),
                        (fine.origin[0] + fine.spacing[0] / 2, fine.origin[1] + fine.spacing[1] / 2, fine.origin[2]))
     m = simulate_ct(mu, fine, geometry="fan", n_views=8, recon_grid=coarse, photons=1e5)

@@ -80,6 +80,7 @@ def test_module_choices_match_the_library():
     from INRReconLib.methods.registry import METHODS
 
     assert set(_module_tuple("METHODS")) <= set(METHODS), "the module offers a method the registry lacks"
+    assert set(_module_tuple("FIELD_METHODS")) == {n for n, spec in METHODS.items() if spec.field}
     assert set(_module_tuple("PRESETS")) <= set(preset_names())
     from INRReconLib.methods.registration import MODES
 

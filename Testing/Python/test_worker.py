@@ -294,6 +294,32 @@ def test_nerp_writes_the_aligned_prior_next_to_the_result(cases, tmp_path):
     assert "prior-registration" in {e["stage"] for e in events if e["event"] == "progress"}
 
 
+def test_upsample_writes_the_field_on_a_finer_grid_or_keeps_the_result(cases, tmp_path):
+    """upsample 2: the output file (and the result event's grid) is the measurement grid refined
+    2x in-plane; a run stopped before its field existed still writes its image, on the
+    measurement grid, and says so."""
+    config = {"embed_iterations": 3, "prior_registration": "rigid", "registration_reference_iterations": 5}
+    prior_path = tmp_path / "prior_hu.nrrd"
+    write_volume(prior_path, mu_to_hu(cases["ct_truth"], MU_WATER).astype(np.float32), CT_GRID)
+    job = {"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "nerp", "iterations": 3,
+           "config": config, "preview_every": 0, "device": "cpu", "upsample": 2}
+    _, final = _run({**job, "output": str(tmp_path / "fine.nrrd")}, tmp_path / "job")
+    assert final["event"] == "result", final.get("detail")
+    image, grid = read_volume(final["output"])
+    assert grid == CT_GRID.refined(2) and image.shape == (1, 2 * CT_GRID.size[1], 2 * CT_GRID.size[0])
+    assert final["grid"] == grid.to_dict() and "warnings" not in final
+    # The aligned prior is the image NeRP embedded: it stays on the measurement grid.
+    assert read_volume(final["prior_aligned"])[1] == CT_GRID
+
+    stop = threading.Event()
+    stop.set()  # noticed during the registration's TV reference, before the field is built
+    _, final = _run({**job, "output": str(tmp_path / "early.nrrd")}, tmp_path / "job2", stop)
+    assert final["cancelled"] is True
+    assert read_volume(final["output"])[1] == CT_GRID and final["grid"] == CT_GRID.to_dict()
+    assert "measurement grid" in final["warnings"][0]
+    assert json.loads(Path(final["metrics_path"]).read_text())["warnings"] == final["warnings"]
+
+
 @pytest.mark.parametrize("method,iterations", [("adjoint", None), ("cgsense", 5)])
 def test_mr_static_magnitude_output(cases, tmp_path, method, iterations):
     events, final = _run({"measurement": str(cases["mr1"]), "method": method, "iterations": iterations,
@@ -357,6 +383,15 @@ def test_bad_inputs_name_the_problem(cases, tmp_path):
                     tmp_path / "j4")
     assert final["kind"] == "bad-input" and "does not exist" in final["message"]
     assert not (tmp_path / "no").exists()
+
+    # A finer output grid: only for methods with a field, and only what fits in memory.
+    _, final = _run({"measurement": str(cases["ct"]), "method": "sirt", "upsample": 2,
+                     "output": str(tmp_path / "o.nrrd")}, tmp_path / "j5")
+    assert final["kind"] == "bad-input" and final["field"] == "upsample" and "inr, nerp" in final["message"]
+    _, final = _run({"measurement": str(cases["ct"]), "method": "inr", "upsample": 10**4,
+                     "output": str(tmp_path / "o.nrrd")}, tmp_path / "j6")
+    assert final["kind"] == "bad-input" and final["field"] == "upsample" and "smaller factor" in final["message"]
+    assert not (tmp_path / "o.nrrd").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
