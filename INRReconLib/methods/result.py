@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field  # `field` is also an attribute below
 from typing import Any, Optional
 
 import numpy as np
@@ -20,11 +21,11 @@ class ReconResult:
 
     image: np.ndarray
     method: str = ""
-    config: dict = field(default_factory=dict)
+    config: dict = dataclass_field(default_factory=dict)
     iterations: int = 0
     seconds: float = 0.0
     cancelled: bool = False
-    history: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
+    history: list = dataclass_field(default_factory=list)
+    extra: dict = dataclass_field(default_factory=dict)
     aligned_prior: Optional[np.ndarray] = None
     field: Optional[Any] = None
