@@ -218,12 +218,13 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         prior = load_prior(job["prior"], measurement)
     config = _load_config(job["config"], job["method"], measurement)
     output_plan = OutputPlan.for_job(job, measurement)
+    fine_plan = None
     if job["upsample"] > 1:
         # Checked before the run, not after it: the output must fit in memory.
-        fine = measurement.grid.refined(job["upsample"])
-        if int(np.prod(fine.shape)) > MAX_OUTPUT_VOXELS:
-            raise InputError("upsample", f"{job['upsample']}x gives an output of {list(fine.shape)} voxels, more than "
-                             f"{MAX_OUTPUT_VOXELS:,}.", "Use a smaller factor.")
+        fine_plan = output_plan.moved(grid=measurement.grid.refined(job["upsample"]))
+        if int(np.prod(fine_plan.grid.shape)) > MAX_OUTPUT_VOXELS:
+            raise InputError("upsample", f"{job['upsample']}x gives an output of {list(fine_plan.grid.shape)} voxels, "
+                             f"more than {MAX_OUTPUT_VOXELS:,}.", "Use a smaller factor.")
 
     monitor = WorkerMonitor(emit, stop, job_dir, measurement.grid, job["preview_every"], job["preview"],
                             output_plan.display, t0, info={"method": job["method"], "units": output_plan.units})
@@ -234,8 +235,12 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         log.info("cancelled after %d iterations; saving the partial result", result.iterations)
 
     written_plan, written_image, warnings = output_plan, image, []
-    if job["upsample"] > 1:
-        written_plan, written_image, warnings = _upsampled(output_plan, measurement.grid, job["upsample"], result)
+    if fine_plan is not None:
+        fine_image, warning = _field_on_finer_grid(result, measurement.grid, job["upsample"])
+        if fine_image is None:
+            warnings.append(warning)
+        else:
+            written_plan, written_image = fine_plan, fine_image
     written = written_plan.write(written_image)
     used_config = result.config or config or {}
     stem_path = _stem_path(Path(job["output"]))
@@ -269,23 +274,21 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     return event
 
 
-def _upsampled(plan: "OutputPlan", grid, factor: int, result):
-    """(plan, image, warnings) for the output on the `factor`× finer grid: the fitted field
-    evaluated at its voxel centres. Falls back to the measurement grid, with a warning, when there
-    is no field (cancelled before it was built) or evaluating it fails, so a finished run's result
-    is never lost."""
+def _field_on_finer_grid(result, grid, factor: int):
+    """(image, None): the fitted field evaluated at the voxel centres of grid.refined(factor); or
+    (None, warning) when there is no field (cancelled before it was built) or evaluating it fails,
+    and the output stays on the measurement grid, so a finished run's result is never lost."""
     if result.field is None:
-        return plan, np.asarray(result.image), [f"upsample {factor}: the run ended before the field was built; "
-                                                "the output is on the measurement grid."]
+        return None, (f"upsample {factor}: the run ended before the field was built; "
+                      "the output is on the measurement grid.")
     from ..methods.nerp import render
 
     try:
-        image = render(result.field, grid, upsample=factor)
+        return render(result.field, grid, upsample=factor), None
     except (RuntimeError, MemoryError) as exc:  # torch's out-of-memory errors are RuntimeErrors
         log.warning("evaluating the field %dx finer failed: %s", factor, exc)
-        return plan, np.asarray(result.image), [f"upsample {factor}: evaluating the field on the finer grid failed "
-                                                f"({str(exc).splitlines()[0]}); the output is on the measurement grid."]
-    return plan.moved(grid=grid.refined(factor)), image, []
+        return None, (f"upsample {factor}: evaluating the field on the finer grid failed "
+                      f"({str(exc).splitlines()[0]}); the output is on the measurement grid.")
 
 
 def _load_config(spec, method: str, measurement):
