@@ -81,9 +81,10 @@ def _run_one(case, spec, iterations, device, curve_every=0):
 
 def _prior_row(case, image=None, label="prior alone"):
     """The prior as a reconstruction: as given, or (image, label) as NeRP aligned it to the data."""
+    from .io.prior import prior_image
     from .methods.metrics import image_metrics
 
-    image = case.prior if image is None else image
+    image = prior_image(case.prior) if image is None else image
     img = _scale_mr(image, case.truth) if case.measurement.modality == "MR" else image
     m = image_metrics(img, case.truth, roi=case.roi)
     return {"case": case.name, "method": label, "psnr": m["psnr"], "ssim": m["ssim"],
@@ -91,12 +92,13 @@ def _prior_row(case, image=None, label="prior alone"):
 
 
 def print_table(rows, stream=sys.stdout):
-    head = f"{'case':<40} {'method':<22} {'PSNR':>7} {'SSIM':>7} {'ROI PSNR':>9} {'iter':>6} {'sec':>8}  device"
+    w = max([40] + [len(r["case"]) for r in rows])
+    head = f"{'case':<{w}} {'method':<22} {'PSNR':>7} {'SSIM':>7} {'ROI PSNR':>9} {'iter':>6} {'sec':>8}  device"
     print(head, file=stream)
     print("-" * len(head), file=stream)
     for r in rows:
         roi = f"{r['roi_psnr']:.2f}" if r.get("roi_psnr") is not None else "-"
-        print(f"{r['case']:<40} {r['method']:<22} {r['psnr']:7.2f} {r['ssim']:7.4f} {roi:>9} {r['iterations']:>6} "
+        print(f"{r['case']:<{w}} {r['method']:<22} {r['psnr']:7.2f} {r['ssim']:7.4f} {roi:>9} {r['iterations']:>6} "
               f"{r['seconds']:8.1f}  {r['device']}", file=stream)
     stream.flush()
 
@@ -182,8 +184,11 @@ def run_bench(args) -> int:
                 rows.append(row)
                 print_table([row], sys.stderr)
                 if res.aligned_prior is not None:
-                    # What the registration alone gives, so NeRP's gain over it shows.
-                    rows.append(_prior_row(case, res.aligned_prior, "prior aligned"))
+                    # What the registration alone gives, so NeRP's gain over it shows, and for a
+                    # prior volume the slice it picked.
+                    search = res.extra.get("prior_registration", {}).get("slice_search")
+                    label = f"prior aligned {search['offset_mm']:+.1f} mm" if search else "prior aligned"
+                    rows.append(_prior_row(case, res.aligned_prior, label))
             _write_json(out / "bench.json", result)
     print()
     print_table(rows)

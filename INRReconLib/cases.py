@@ -55,7 +55,7 @@ class Case:
     name: str
     measurement: object  # Measurement
     truth: np.ndarray  # CT μ (1/mm) grid.shape; MR magnitude in [0, 1], grid.shape
-    prior: Optional[np.ndarray]
+    prior: object  # None, an array on the grid, or an io.prior.PriorSlices
     roi: Optional[np.ndarray]  # bool grid.shape: the changed (lesion) region
     info: dict = field(default_factory=dict)
 
@@ -79,19 +79,22 @@ def _smooth_field(shape, sigma_px, amplitude_px, rng):
 
 
 def longitudinal_prior(image, centre_px, radius_px, *, contraction=0.45, shift_px=(1.0, -1.5),
-                       rotation_deg=1.0, deformation_px=1.0, noise=10.0, seed=0):
+                       rotation_deg=1.0, deformation_px=1.0, noise=10.0, z_aspect=1.0, seed=0):
     """The earlier scan, simulated from the current one (2D, [ny, nx], or 3D [nz, ny, nx]).
 
     centre_px, radius_px: lesion centre ((z,) y, x) and radius in pixels. Inside the lesion the image
     is sampled further out (factor 1 + contraction at the centre, fading with a Gaussian profile),
-    so the lesion appears smaller: in the current scan it has grown. Returns (prior, roi)."""
+    so the lesion appears smaller: in the current scan it has grown. z_aspect (3D): slice spacing
+    over pixel size, so that the lesion and the deformation's smoothness are round in millimetres.
+    Returns (prior, roi)."""
     rng = np.random.default_rng(seed)
     image = np.asarray(image, dtype=np.float64)
     nd = image.ndim
     coords = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in image.shape], indexing="ij"))
     c = np.asarray(centre_px, dtype=np.float64).reshape((nd,) + (1,) * nd)
     d = coords - c
-    r = np.sqrt((d ** 2).sum(0))
+    aspect = np.asarray([z_aspect] * (nd - 2) + [1.0, 1.0]).reshape((nd,) + (1,) * nd)
+    r = np.sqrt(((d * aspect) ** 2).sum(0))
     scale = 1.0 + contraction * np.exp(-(r / (1.2 * radius_px)) ** 2)
     src = c + d * scale
     # Rigid motion in the axial plane (last two axes) about the image centre.
@@ -100,8 +103,9 @@ def longitudinal_prior(image, centre_px, radius_px, *, contraction=0.45, shift_p
     y, x = src[-2] - centre_img[0], src[-1] - centre_img[1]
     src[-2] = np.cos(t) * y - np.sin(t) * x + centre_img[0] + shift_px[0]
     src[-1] = np.sin(t) * y + np.cos(t) * x + centre_img[1] + shift_px[1]
+    sigma = [12.0 / z_aspect] * (nd - 2) + [12.0, 12.0]
     for axis in range(nd - 2, nd):
-        src[axis] += _smooth_field(image.shape, 12.0, deformation_px, rng)
+        src[axis] += _smooth_field(image.shape, sigma, deformation_px, rng)
     prior = ndi.map_coordinates(image, src, order=3, mode="nearest")
     prior += noise * rng.standard_normal(image.shape)
     roi = r <= 1.5 * radius_px
@@ -117,11 +121,15 @@ def _require_data():
 
 
 def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_offset_slices=PRIOR_SLICE_OFFSET,
-              seed=0) -> Case:
+              prior_volume=False, seed=0) -> Case:
     """Thorax slice through the nodule; truth on a `size`² grid, data simulated from the 512² slice.
     The prior is the slice `prior_offset_slices` × 2 mm away; 0 takes the nodule's own slice, an
     upper bound for what a prior of the same anatomy brings (it still gets the changed lesion,
-    the shift, the deformation and the noise)."""
+    the shift, the deformation and the noise).
+    prior_volume: the prior is instead the whole changed 31-slice stack (changed in 3D), placed
+    so that its slice `prior_offset_slices` away lies in the measured plane: the same setup
+    error along the table, handed over as the volume it was cut from (a PriorSlices, as the
+    worker builds it from a prior volume and 2D data)."""
     from .io.volume import MU_WATER_PER_MM, hu_to_mu
     from .simulate import simulate_ct
 
@@ -129,11 +137,16 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
     fine_hu, fine_grid = _read(d / CT_FULLRES)
     factor = 512 // size
     cur_fine = fine_hu[NODULE_SLICE_FULLRES]
-    prior_fine = fine_hu[NODULE_SLICE_FULLRES + prior_offset_slices]
     spacing_fine = fine_grid.spacing[0]
     cx, cy = NODULE_CENTRE_FULLRES_XY
     # The ROI depends only on the lesion's centre and radius, the same in both slices.
-    prior_fine, roi_fine = longitudinal_prior(prior_fine, (cy, cx), NODULE_RADIUS_MM / spacing_fine, seed=seed)
+    if prior_volume:
+        stack, roi_stack = longitudinal_prior(fine_hu, (NODULE_SLICE_FULLRES, cy, cx), NODULE_RADIUS_MM / spacing_fine,
+                                              z_aspect=fine_grid.spacing[2] / spacing_fine, seed=seed)
+        prior_fine, roi_fine = stack[NODULE_SLICE_FULLRES + prior_offset_slices], roi_stack[NODULE_SLICE_FULLRES]
+    else:
+        prior_fine, roi_fine = longitudinal_prior(fine_hu[NODULE_SLICE_FULLRES + prior_offset_slices], (cy, cx),
+                                                  NODULE_RADIUS_MM / spacing_fine, seed=seed)
     fine = ImageGrid.centred((1, 512, 512), (spacing_fine, spacing_fine, 2.0))
     grid = ImageGrid.centred((1, size, size), (spacing_fine * factor, spacing_fine * factor, 2.0))
     mu_fine = np.clip(hu_to_mu(cur_fine, MU_WATER_PER_MM), 0, None)[None].astype(np.float32)
@@ -149,6 +162,15 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
         name += f"_{size}"
     if prior_offset_slices != PRIOR_SLICE_OFFSET:
         name += f"_prior{2 * prior_offset_slices}mm"
+    if prior_volume:
+        from .io.prior import load_prior_slices
+
+        mu_stack = np.clip(hu_to_mu(_mean_pool(stack, factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
+        z0 = -(NODULE_SLICE_FULLRES + prior_offset_slices) * fine_grid.spacing[2]
+        vgrid = ImageGrid((size, size, mu_stack.shape[0]), grid.spacing[:2] + (fine_grid.spacing[2],),
+                          grid.origin[:2] + (z0,))
+        prior = load_prior_slices((mu_stack, vgrid), meas, units="mu")
+        name += "_priorvolume"
     return Case(name, meas, truth, prior, roi, {"mu_water_per_mm": MU_WATER_PER_MM})
 
 
@@ -216,6 +238,10 @@ CASE_GROUPS = {
     # separate what NeRP does from how far the standard prior's anatomy is from the new slice.
     "ct2d-v20-prior0mm": [("ct2d", dict(geometry=g, views=20, noisy=False, prior_offset_slices=0))
                           for g in ("parallel", "fan")],
+    # Not a README case: the standard setup error, but the prior handed over as a volume (as the
+    # Slicer module does), so NeRP can pick the prior's slice that matches the data.
+    "ct2d-v20-priorvolume": [("ct2d", dict(geometry=g, views=20, noisy=n, prior_volume=True))
+                             for g in ("parallel", "fan") for n in (False, True)],
     "ct3d": [("ct3d", dict(views=20, noisy=False))],
     "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
     "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],

@@ -146,6 +146,9 @@ class _ProgressBar:
             self._line(f"wrote {event.get('output')}{note}")
             for warning in event.get("warnings") or []:
                 self._line(f"warning: {warning}")
+            if event.get("prior_slice_offset_mm") is not None:
+                self._line(f"prior: embedded its slice {event['prior_slice_offset_mm']:+.1f} mm from the measured plane "
+                           "(the one that matched the data best)")
             metrics = event.get("metrics") or {}
             if metrics:
                 self._line("  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))

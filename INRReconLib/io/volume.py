@@ -4,7 +4,7 @@
   here: `ijk_to_ras_matrix`, `lps_to_ras`.
 - CT physics works in attenuation μ (1/mm); people read HU. `hu_to_mu` / `mu_to_hu` with a
   documented water attenuation.
-- `load_prior` brings a prior image (file or array) onto a measurement's grid in physics units.
+- Priors (an earlier scan on a measurement's grid, in physics units) are in io/prior.py.
 """
 
 from __future__ import annotations
@@ -252,94 +252,3 @@ def overlap_fraction(src_grid: ImageGrid, dst_grid: ImageGrid) -> float:
     if both_2d:
         inside[2] = True
     return float(np.mean(np.all(inside, axis=0)))
-
-
-# --------------------------------------------------------------------------------------------
-# priors
-
-# Below this fraction of the measurement grid covered, a prior is almost certainly misplaced
-# (wrong origin, other patient position) rather than merely cropped.
-MIN_PRIOR_OVERLAP = 0.1
-
-
-def _grids_equal(a: ImageGrid, b: ImageGrid) -> bool:
-    return (a.size == b.size and np.allclose(a.spacing, b.spacing, rtol=1e-5)
-            and np.allclose(a.origin, b.origin, atol=1e-3 * min(a.spacing))
-            and np.allclose(a.direction, b.direction, atol=1e-6))
-
-
-def _ct_prior_units(values: np.ndarray) -> str:
-    """Guess "HU" or "mu" from the value range; raise when it is neither."""
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    if hi <= 1.0 and lo >= -0.05:
-        return "mu"
-    if lo <= -300.0:
-        return "HU"
-    raise InputError("prior", f"values range {lo:.4g} to {hi:.4g}: neither HU (air near -1000) nor attenuation "
-                     "(1/mm, below 1).",
-                     "If it is CT stored without its rescale intercept, subtract 1024; if it is an MR image, "
-                     "use it with an MR measurement; or state the units explicitly (units='HU' or 'mu').")
-
-
-def load_prior(prior, measurement, *, units: str = "auto") -> np.ndarray:
-    """The prior image on the measurement's grid, in physics units, float32 [nz, ny, nx].
-
-    prior: a file path (anything SimpleITK reads), an (array, ImageGrid) pair, or an array already
-           on the measurement grid (shape grid.shape).
-    CT: HU are converted to μ (1/mm) with the measurement's `mu_water_per_mm` (default
-        MU_WATER_PER_MM) and clipped at 0. units: "auto" (guess from the value range), "HU" or "mu".
-    MR: magnitude divided by its 99.9th percentile and clipped to [0, 1] (robust to a few very
-        bright voxels).
-    A prior on another grid is resampled (linear) onto the measurement grid; outside its extent it
-    counts as air (CT) or 0 (MR). InputError when it covers less than MIN_PRIOR_OVERLAP of the
-    grid, when a 2D prior meets a 3D measurement, or when a CT prior's values fit no unit.
-    """
-    dst = measurement.grid
-    if isinstance(prior, (str, os.PathLike)):
-        array, src = read_volume(prior)
-    elif isinstance(prior, tuple) and len(prior) == 2 and isinstance(prior[1], ImageGrid):
-        array, src = np.asarray(prior[0]), prior[1]
-    else:
-        array, src = np.asarray(prior), dst
-        if array.ndim == 2 and dst.is_2d:
-            array = array[None]
-        if array.shape != dst.shape:
-            raise InputError("prior", f"array shape {list(array.shape)} differs from the measurement grid "
-                             f"{list(dst.shape)} (nz, ny, nx) and no grid was given.",
-                             "Pass (array, ImageGrid) or a volume file so the prior can be resampled.")
-    if array.ndim == 2 and src.is_2d:
-        array = array[None]
-    if array.shape != src.shape:
-        raise InputError("prior", f"array shape {list(array.shape)} does not match its grid {list(src.shape)}.")
-    if np.iscomplexobj(array):
-        if measurement.modality == "CT":
-            raise InputError("prior", "a complex image cannot be a CT prior.", "Give a CT volume in HU or 1/mm.")
-        array = np.abs(array)
-    array = np.asarray(array, dtype=np.float32)
-    if not np.all(np.isfinite(array)):
-        raise InputError("prior", "contains NaN or Inf values.", "Fill them (e.g. with air) before using the image.")
-    if src.is_2d and not dst.is_2d:
-        raise InputError("prior", "is a 2D image but the measurement is 3D.", "Give a 3D prior volume.")
-    covered = overlap_fraction(src, dst)
-    if covered < MIN_PRIOR_OVERLAP:
-        raise InputError("prior", f"covers only {100 * covered:.0f}% of the measurement grid (their physical "
-                         "extents barely overlap: different origin, direction or patient position).",
-                         "Register the prior to the new scan (e.g. to a quick FBP/FDK of it) or fix its origin.")
-
-    if measurement.modality == "CT":
-        if units == "auto":
-            units = _ct_prior_units(array)
-        if units not in ("HU", "mu"):
-            raise InputError("units", f"must be 'auto', 'HU' or 'mu', got {units!r}.")
-        mu_water = measurement.mu_water_per_mm or MU_WATER_PER_MM
-        mu = hu_to_mu(array, mu_water).astype(np.float32) if units == "HU" else array
-        out = mu if _grids_equal(src, dst) else resample_to_grid(mu, src, dst, default=0.0)
-        return np.clip(out, 0.0, None).astype(np.float32)
-
-    out = array if _grids_equal(src, dst) else resample_to_grid(array, src, dst, default=0.0)
-    out = np.abs(out)
-    scale = float(np.percentile(out, 99.9))
-    if scale <= 0:
-        raise InputError("prior", "is zero (after resampling onto the measurement grid).",
-                         "Check that the prior shows the same anatomy as the measurement.")
-    return np.clip(out / scale, 0.0, 1.0).astype(np.float32)

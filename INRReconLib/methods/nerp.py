@@ -2,7 +2,8 @@
 
 Pipeline (all in normalised units, see `_Problem`):
   (0) prior alignment (NeRP, `prior_registration`): register the prior to a TV reconstruction of
-      the data (registration.py), so the embedding starts from the current anatomy;
+      the data (registration.py), so the embedding starts from the current anatomy; for 2D data
+      and a prior volume, first pick the prior's slice that matches the data;
   (a) prior embedding (NeRP only): fit the field to the prior image on the reconstruction grid;
   (b) reconstruction: starting from those weights (or a random init for `inr`), rasterise the
       field on the grid, apply the physics operator and fit the measurements (Adam with a data
@@ -24,6 +25,7 @@ import torch
 from ..errors import DeviceError, InputError
 from ..fields import build_field, resolve_field_config
 from ..fields.lattice import lattice_points
+from ..io.prior import PriorSlices, prior_image
 from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
@@ -370,6 +372,8 @@ def _validate(cfg):
         if not float(cfg[key]) > 0:
             raise InputError(key, f"must be > 0, got {cfg[key]}.")
     check_registration_mode(cfg["prior_registration"])
+    if not float(cfg["prior_slice_search_mm"]) >= 0:
+        raise InputError("prior_slice_search_mm", f"must be >= 0 (0 = off), got {cfg['prior_slice_search_mm']}.")
     if cfg["coarse_to_fine_prior"] not in ("freeze", "mask", "off"):
         raise InputError("coarse_to_fine_prior", f"unknown mode {cfg['coarse_to_fine_prior']!r}.",
                          "Use 'freeze', 'mask' or 'off'.")
@@ -395,13 +399,16 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
     start = time.perf_counter()
     try:
         problem = _Problem(measurement, cfg, device)
-        prior_t = _check_prior(prior, problem) if use_prior else None
+        prior_t = _check_prior(prior_image(prior), problem) if use_prior else None
         extra = {}
         aligned_prior = None
         if prior_t is not None and cfg["prior_registration"] != "none":
+            slices = None
+            if isinstance(prior, PriorSlices) and float(cfg["prior_slice_search_mm"]) > 0:
+                slices = prior.within(cfg["prior_slice_search_mm"])
             aligned, info, reference = align_to_measurement(
                 prior_t.cpu().numpy(), measurement, cfg["prior_registration"],
-                cfg["registration_reference_iterations"], device, monitor)
+                cfg["registration_reference_iterations"], device, monitor, slices=slices)
             extra["prior_registration"] = info
             if aligned is None:
                 # Cancelled while reconstructing the reference or registering: that TV image is the best result so far.
@@ -455,7 +462,10 @@ def inr(measurement, *, prior=None, config=None, iterations=None, device="cpu", 
 
 
 def nerp(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None) -> ReconResult:
-    """NeRP: embed `prior` (NumPy, measurement grid, physics units) in the field, then fit the data."""
+    """NeRP: embed `prior` (NumPy, measurement grid, physics units) in the field, then fit the data.
+    For 2D data `prior` may be an io.prior.PriorSlices (a prior volume's slices near the plane):
+    the prior registration then starts from the slice that best matches the data, searched within
+    `prior_slice_search_mm` of the plane."""
     if prior is None:
         raise InputError("prior", "NeRP needs a prior image.", "Give an earlier scan of the patient, or use method 'inr'.")
     return _run(measurement, prior, config, iterations, device, monitor, use_prior=True)

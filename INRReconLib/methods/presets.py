@@ -9,6 +9,8 @@ can be reproduced and two runs diffed. Keys:
   prior_registration  NeRP: "none" | "rigid" | "deformable": align the prior with a TV image of
                     the data before embedding it (methods/registration.py)
   registration_reference_iterations  TV iterations for that reference image
+  prior_slice_search_mm  NeRP, 2D data, a prior volume, registration on: pick the prior's slice
+                    within this distance of the plane that best matches the reference (0 = off)
   embed_iterations  prior-embedding Adam steps (NeRP only);  embed_lr: their learning rate
   iterations        data-fitting steps (for ADMM: INR Adam steps in total); lr: their learning rate
   schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"

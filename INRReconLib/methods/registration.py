@@ -8,6 +8,10 @@ of it: rigid (Euler, normalised correlation, three resolution levels), then, for
 coarse B-spline on top. Correlation rather than mean squares because MR intensities have no
 common scale and a TV image of 20 views has a different contrast from a real scan.
 
+For 2D data (one table position) and a prior volume, the table offset matters too: the prior's
+slice at the plane's nominal position may be millimetres off (`pick_slice` chooses among the
+prior's slices near the plane first).
+
 Only the measurements drive the alignment. The B-spline is coarse (a control point every
 CONTROL_POINT_SPACING_VOXELS voxels) so that it follows breathing and setup deformation, not
 the small lesion whose change NeRP must reconstruct from the data.
@@ -189,6 +193,25 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=
     return aligned, info
 
 
+def pick_slice(images: np.ndarray, offsets_mm, reference: np.ndarray, grid, stop=None, progress=None):
+    """For 2D data: which of a prior volume's slices `images` ([k, ny, nx], at `offsets_mm` from
+    the plane) shows the anatomy of `reference` (a TV image on the 2D grid). Each is registered
+    rigidly in-plane to the reference and the best final correlation wins; a setup shift in-plane
+    would otherwise hide the right slice. Returns (index, info), or (None, info) when `stop`
+    ended it; `progress(i, k, correlation)` after each slice."""
+    correlations = []
+    for i, image in enumerate(images):
+        aligned, info = align_prior(image.reshape(grid.shape), reference, grid, "rigid", stop=stop)
+        if aligned is None:
+            return None, {"cancelled": True}
+        correlations.append(info["rigid_correlation"])
+        if progress is not None:
+            progress(i + 1, len(images), correlations[-1])
+    best = int(np.argmax(correlations))
+    return best, {"offset_mm": float(offsets_mm[best]), "offsets_mm": [float(o) for o in offsets_mm],
+                  "correlations": correlations}
+
+
 class _StageMonitor(Monitor):
     """Forwards the reference reconstruction's progress to the run's monitor under one stage name
     and against the whole stage's total (reference and registration iterations), so the progress
@@ -205,31 +228,49 @@ class _StageMonitor(Monitor):
         return self.parent.stop_requested()
 
 
-def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_iterations: int, device, monitor):
+def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_iterations: int, device, monitor,
+                         slices=None):
     """Align `prior` (grid shape) with a TV reconstruction of `measurement` (see the module
     docstring; `prior` may carry MR's leading frame axis; the config was checked by nerp).
+    slices: for 2D data, (images [k, ny, nx], offsets_mm) of a prior volume (io.prior.PriorSlices):
+    the one `pick_slice` finds closest to the data replaces `prior` before the registration.
     Progress goes to `monitor` as one stage, "prior-registration": the reference's iterations,
-    then the registration's optimizer iterations with their correlation. The total is the
-    budget; the optimizers usually converge before it and the next stage starts from there.
-    Returns (aligned prior of the same shape, or None if the run was cancelled during the
-    reference or the registration; info; the reference image as TV returned it)."""
+    one step per candidate slice, then the registration's optimizer iterations, each with its
+    correlation. The total is the budget; the optimizers usually converge before it and the
+    next stage starts from there. Returns (aligned prior of the same shape, or None if the run
+    was cancelled during the reference, the slice search or the registration; info; the
+    reference image as TV returned it)."""
     from .registry import reconstruct
 
     grid = measurement.grid
     n_ref = int(reference_iterations)
-    total = n_ref + planned_iterations(mode, grid.shape)
+    n_slices = len(slices[1]) if slices is not None else 0
+    total = n_ref + n_slices + planned_iterations(mode, grid.shape)
     stage = _StageMonitor(monitor, "prior-registration", total)
     ref = reconstruct(measurement, "tv", iterations=n_ref, device=device, monitor=stage)
     if ref.cancelled:
         return None, {"mode": mode, "cancelled": True}, ref.image
+    reference = np.asarray(ref.image).reshape(grid.shape)
+    search = None
+    if n_slices:
+        def slice_progress(i, _k, correlation):
+            stage.report(stage.stage, n_ref + i, total, correlation=correlation)
+
+        best, search = pick_slice(slices[0], slices[1], reference, grid, stop=monitor.stop_requested,
+                                  progress=slice_progress)
+        if best is None:
+            return None, {"mode": mode, "cancelled": True}, ref.image
+        prior = slices[0][best].reshape(prior.shape).astype(prior.dtype)
 
     def progress(iteration, _planned, correlation):
-        stage.report(stage.stage, n_ref + iteration, total, correlation=correlation)
+        stage.report(stage.stage, n_ref + n_slices + iteration, total, correlation=correlation)
 
     # MR images carry a leading frame axis; the registration works on the grid's (nz, ny, nx).
-    aligned, info = align_prior(prior.reshape(grid.shape), np.asarray(ref.image).reshape(grid.shape), grid, mode,
+    aligned, info = align_prior(prior.reshape(grid.shape), reference, grid, mode,
                                 stop=monitor.stop_requested, progress=progress)
     if aligned is None:
         return None, info, ref.image
     info["reference"] = f"tv, {ref.iterations} iterations"
+    if search is not None:
+        info["slice_search"] = search
     return aligned.reshape(prior.shape), info, ref.image

@@ -40,7 +40,7 @@ class SessionState:
     psnr: float | None = None
     elapsed: float | None = None
     eta: float | None = None
-    message: str = ""
+    message: str = ""  # the error, or a note on the result, for a person
     metrics: dict = field(default_factory=dict)
     output_node_id: str | None = None
 
@@ -62,7 +62,8 @@ class SessionState:
             return f"{self.stage or 'starting'}: {self.iteration}/{self.total}{loss}{eta}"
         if self.status == "error":
             return f"Failed: {self.message}"
-        return {"idle": "", "done": "Done.", "cancelled": "Cancelled: partial result kept."}.get(self.status, "")
+        text = {"idle": "", "done": "Done.", "cancelled": "Cancelled: partial result kept."}.get(self.status, "")
+        return f"{text} {self.message}" if text and self.message else text
 
 
 def _default_job_writer(job_dir, **job):
@@ -241,6 +242,11 @@ class ReconstructionSession:
                 # alignment can be checked against the result; the user's prior stays untouched.
                 node = load_volume_file(self.scene, aligned, f"{self.output_name} prior aligned")
                 self.output_node.SetAttribute("INRRecon.alignedPrior", node.GetID())
+                offset = event.get("prior_slice_offset_mm")
+                if offset is not None:
+                    node.SetAttribute("INRRecon.priorSliceOffsetMm", str(offset))
+                    self.state.message = f"Prior: its slice {offset:+.1f} mm from the measured plane matched the data."
+                    self.log.append(self.state.message)
         self.state.status = "cancelled" if cancelled else "done"
         if not cancelled and self.state.total:
             self.state.iteration = self.state.total

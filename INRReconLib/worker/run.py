@@ -213,9 +213,10 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
              list(measurement.data.shape), measurement.grid.to_dict())
     prior = None
     if job["prior"] is not None:
-        from ..io.volume import load_prior
+        from ..io.prior import load_prior_slices
 
-        prior = load_prior(job["prior"], measurement)
+        # With 2D data and a prior volume, NeRP may pick the prior's slice that matches the data.
+        prior = load_prior_slices(job["prior"], measurement)
     config = _load_config(job["config"], job["method"], measurement)
     output_plan = OutputPlan.for_job(job, measurement)
     fine_plan = None
@@ -269,6 +270,11 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         event["warnings"] = warnings
     if aligned is not None:
         event["prior_aligned"] = str(aligned_path)
+    search = (result.extra.get("prior_registration") or {}).get("slice_search")
+    if search:
+        # Which of the prior volume's slices NeRP embedded (2D data): worth showing, since a wrong
+        # slice means other anatomy in the prior.
+        event["prior_slice_offset_mm"] = search["offset_mm"]
     if "frames" in written:
         event["frames"] = written["frames"]
     return event
@@ -421,7 +427,8 @@ def _metrics(job: dict, measurement, image: np.ndarray, result) -> dict:
         metrics["final_loss"] = float(losses[-1])
     if job["reference"] is None:
         return metrics
-    from ..io.volume import load_prior, read_volume
+    from ..io.prior import load_prior
+    from ..io.volume import read_volume
     from ..methods.metrics import image_metrics
 
     grid = measurement.grid

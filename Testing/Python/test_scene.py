@@ -55,10 +55,12 @@ def write_ct_measurement(path, grid, n_views=12, fraction=None):
     return path
 
 
-def scripted_factory(grid, n_progress=5, with_preview=True, final="result", made=None, progress=None):
+def scripted_factory(grid, n_progress=5, with_preview=True, final="result", made=None, progress=None,
+                     result_extra=None):
     """runner_factory for ReconstructionSession: writes the files a worker would (previews, the
     output on the measurement grid) and returns a FakeRunner that plays the matching events.
-    progress: the progress events to play instead of one n_progress-step "recon" stage."""
+    progress: the progress events to play instead of one n_progress-step "recon" stage;
+    result_extra: more keys for the result event."""
 
     def factory(job_dir):
         job = json.loads((job_dir / "job.json").read_text())
@@ -75,7 +77,7 @@ def scripted_factory(grid, n_progress=5, with_preview=True, final="result", made
         if final == "result":
             write_volume(job["output"], truth, grid)
             events.append({"event": "result", "output": job["output"], "metrics": {"seconds": 0.5},
-                           "cancelled": False})
+                           "cancelled": False, **(result_extra or {})})
         else:
             events.append({"event": "error", "kind": "bad-input", "message": "prior: wrong grid. Fix: resample"})
         runner = FakeRunner(events, per_poll=2, job_dir=job_dir)
@@ -93,6 +95,23 @@ def ct_case(tmp_path):
     prior = V.add_volume(scene, phantom(grid), V.ijk_to_ras_from_grid(grid), "planning CT")
     measurement = write_ct_measurement(tmp_path / "fraction1.h5", grid)
     return scene, grid, prior, measurement, tmp_path
+
+
+def test_session_names_the_prior_slice_nerp_embedded(ct_case):
+    """NeRP picked a slice of the prior volume (2D data): the aligned prior node carries its
+    offset from the measured plane, and the status line says which slice it was."""
+    scene, grid, prior, measurement, tmp = ct_case
+    aligned = tmp / "aligned.nrrd"
+    write_volume(aligned, phantom(grid), grid)
+    extra = {"prior_aligned": str(aligned), "prior_slice_offset_mm": -4.0}
+    session = ReconstructionSession(scene, scripted_factory(grid, result_extra=extra), tmp / "job", measurement,
+                                    prior_node=prior, method="nerp", iterations=5, device="cpu")
+    session.start()
+    while not session.state.finished:
+        session.poll()
+    node = scene.GetNodeByID(session.output_node.GetAttribute("INRRecon.alignedPrior"))
+    assert node.GetAttribute("INRRecon.priorSliceOffsetMm") == "-4.0"
+    assert session.state.summary() == "Done. Prior: its slice -4.0 mm from the measured plane matched the data."
 
 
 def test_grid_ras_round_trip_matches_sitk_file(tmp_path):

@@ -1,19 +1,12 @@
-"""Volumes on disk, LPS/RAS, HU/μ, resampling and priors on another grid."""
-
-from pathlib import Path
+"""Volumes on disk, LPS/RAS, HU/μ and resampling."""
 
 import numpy as np
 import pytest
 
 from INRReconLib.errors import InputError
-from INRReconLib.io.measurement import Measurement
-from INRReconLib.io.volume import (MU_WATER_PER_MM, hu_to_mu, ijk_to_ras_matrix, load_prior, lps_to_ras, mu_to_hu,
-                                   ras_to_lps, read_volume, resample_to_grid, write_volume)
-from INRReconLib.physics.ct_geometry import parallel_geometry
+from INRReconLib.io.volume import (MU_WATER_PER_MM, hu_to_mu, ijk_to_ras_matrix, lps_to_ras, mu_to_hu, ras_to_lps,
+                                   read_volume, resample_to_grid, write_volume)
 from INRReconLib.physics.grid import ImageGrid
-from INRReconLib.physics.mr_geometry import MRGeometry
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 # 30 degrees about z, a non-trivial direction
 C, S = np.cos(np.pi / 6), np.sin(np.pi / 6)
@@ -97,70 +90,3 @@ def test_resample_2d_slices_ignore_z():
     f, _ = linear_image(src)
     expected, _ = linear_image(dst)
     np.testing.assert_allclose(resample_to_grid(f, src, dst), expected, atol=1e-5)
-
-
-def ct_measurement(grid, mu_water=None):
-    geom = parallel_geometry(np.linspace(0, np.pi, 4, endpoint=False), 8, 1.0)
-    attrs = {} if mu_water is None else {"mu_water_per_mm": mu_water}
-    return Measurement("CT", np.zeros((4, 1, 8), np.float32), grid, geom, attrs)
-
-
-def test_load_prior_ct_from_file_on_another_grid(tmp_path):
-    dst = ImageGrid((20, 20, 1), (2.0, 2.0, 2.0), (-19.0, -19.0, 0.0))
-    src = ImageGrid((50, 50, 1), (1.0, 1.0, 2.0), (-22.0, -27.0, 8.0))  # shifted, finer, other z
-    hu = np.full(src.shape, -1000.0, np.float32)
-    hu[:, 10:40, 10:40] = 0.0  # water square from x = -12..17, y = -17..12 mm
-    write_volume(tmp_path / "prior.nrrd", hu, src)
-    out = load_prior(tmp_path / "prior.nrrd", ct_measurement(dst, mu_water=0.02))
-    assert out.shape == dst.shape and out.dtype == np.float32
-    assert out[0, 10, 10] == pytest.approx(0.02)  # (x, y) = (1, 1) mm: inside the square
-    assert out[0, 0, 0] == pytest.approx(0.0)  # (-19, -19): air
-    assert out.min() >= 0.0
-    # default μ_water without the attribute; units stated explicitly
-    out2 = load_prior((hu, src), ct_measurement(dst), units="HU")
-    assert out2[0, 10, 10] == pytest.approx(MU_WATER_PER_MM)
-    # μ input passes through unchanged on the same grid
-    mu = np.full(dst.shape, 0.01, np.float32)
-    np.testing.assert_array_equal(load_prior(mu, ct_measurement(dst)), mu)
-
-
-def test_load_prior_errors():
-    dst = ImageGrid((20, 20, 1), (2.0, 2.0, 2.0), (-19.0, -19.0, 0.0))
-    far = ImageGrid((20, 20, 1), (2.0, 2.0, 2.0), (300.0, 0.0, 0.0))
-    with pytest.raises(InputError) as info:
-        load_prior((np.zeros(far.shape) - 1000, far), ct_measurement(dst))
-    assert info.value.field == "prior" and "Register" in str(info.value)
-    with pytest.raises(InputError, match="neither HU"):
-        load_prior((np.full(dst.shape, 1500.0), dst), ct_measurement(dst))  # HU + 1024 stored raw
-    with pytest.raises(InputError, match="2D image but the measurement is 3D"):
-        dst3 = ImageGrid((20, 20, 4), (2.0, 2.0, 2.0))
-        load_prior((np.zeros(dst.shape), dst), ct_measurement(dst3))
-    with pytest.raises(InputError, match="no grid was given"):
-        load_prior(np.zeros((5, 5)), ct_measurement(dst))
-
-
-def test_load_prior_mr_normalised():
-    grid = ImageGrid((64, 64, 1), (1.0, 1.0, 1.0))
-    meas = Measurement("MR", np.zeros((1, 1, 4096), np.complex64), grid,
-                       MRGeometry("cartesian", mask=np.ones((1, 64, 64), bool)), {})
-    img = np.random.default_rng(0).random(grid.shape) * 3000 * np.exp(1j)
-    img[0, 0, 0] = 1e6  # one hot voxel must not squash the rest
-    out = load_prior((img, grid), meas)
-    assert out.max() == 1.0 and out.min() >= 0.0
-    assert np.median(out) > 0.4
-
-
-def test_real_ct_prior_3d_to_2d_slice():
-    path = DATA / "ct_thorax" / "ct_thorax_hu_256x256x141.nrrd"
-    if not path.exists():
-        pytest.skip("shared real data absent")
-    arr, grid = read_volume(path)
-    assert arr.shape == (141, 256, 256) and grid.spacing[2] == pytest.approx(2.0)
-    # a 2D grid through slice 62 (z = 124 mm), half the in-plane resolution
-    dst = ImageGrid((128, 128, 1), (3.90625, 3.90625, 2.0), (0.9765625, 0.9765625, 124.0))
-    prior = load_prior(path, ct_measurement(dst))
-    assert prior.shape == (1, 128, 128)
-    ref = hu_to_mu(arr[62].reshape(128, 2, 128, 2).mean(axis=(1, 3)))
-    # linear interpolation at the 2x2 block centres = block mean of a bilinear surface
-    assert np.abs(prior[0] - np.clip(ref, 0, None)).mean() < 1e-3
-    assert 0.015 < np.median(prior[0][prior[0] > 0.01]) < 0.025  # soft tissue near water

@@ -294,6 +294,27 @@ def test_nerp_writes_the_aligned_prior_next_to_the_result(cases, tmp_path):
     assert "prior-registration" in {e["stage"] for e in events if e["event"] == "progress"}
 
 
+def test_nerp_with_a_prior_volume_and_2d_data_picks_its_slice(cases, tmp_path):
+    """A prior volume (HU file) for 2D data: the worker hands NeRP the prior's slices near the
+    plane, and NeRP embeds the one that matches the data (4 mm from the plane), not the plane's."""
+    other = _disks(CT_GRID, ((10.0, -8.0, 0.02), (4.0, 6.0, 0.03)))
+    volume = np.concatenate([cases["ct_truth"], other, other])  # slices at z = 1, 3, 5 mm; the plane is z = 5
+    vgrid = ImageGrid(CT_GRID.size[:2] + (3,), CT_GRID.spacing, CT_GRID.origin[:2] + (CT_GRID.origin[2] - 4.0,))
+    prior_path = tmp_path / "prior_volume_hu.nrrd"
+    write_volume(prior_path, mu_to_hu(volume, MU_WATER).astype(np.float32), vgrid)
+    config = {"embed_iterations": 3, "prior_registration": "rigid", "registration_reference_iterations": 50}
+    _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "nerp", "iterations": 3,
+                     "config": config, "output": str(tmp_path / "nerp.nrrd"), "preview_every": 0, "device": "cpu"},
+                    tmp_path / "job")
+    assert final["event"] == "result", final.get("detail")
+    search = json.loads(Path(final["metrics_path"]).read_text())["extra"]["prior_registration"]["slice_search"]
+    assert search["offsets_mm"] == [-4.0, -2.0, 0.0] and search["offset_mm"] == -4.0
+    assert final["prior_slice_offset_mm"] == -4.0
+    aligned, _ = read_volume(final["prior_aligned"])
+    truth_hu = mu_to_hu(cases["ct_truth"], MU_WATER)
+    assert np.abs(aligned - truth_hu).mean() < 0.2 * np.abs(mu_to_hu(other, MU_WATER) - truth_hu).mean()
+
+
 def test_upsample_writes_the_field_on_a_finer_grid_or_keeps_the_result(cases, tmp_path):
     """upsample 2: the output file (and the result event's grid) is the measurement grid refined
     2x in-plane; a run stopped before its field existed still writes its image, on the
