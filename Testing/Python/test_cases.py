@@ -24,9 +24,29 @@ def test_ct2d_prior_from_the_nodule_slice(shared_data):
     assert p_same > p_standard + 1.0
 
 
+def test_ct2d_prior_volume(shared_data):
+    """prior_volume: same data, truth and ROI; the prior is the changed stack, whose slice in the
+    measured plane is the standard case's 4 mm away and whose slice at -4 mm is the nodule's."""
+    standard = ct2d_case("parallel", 20, size=64)
+    volume = ct2d_case("parallel", 20, size=64, prior_volume=True)
+    assert volume.name == "ct2d_longitudinal_parallel_v20_clean_64_priorvolume"
+    np.testing.assert_array_equal(volume.measurement.data, standard.measurement.data)
+    np.testing.assert_array_equal(volume.roi, standard.roi)
+    assert volume.prior.offsets_mm == tuple(float(o) for o in range(-18, 21, 2))
+    psnr = {o: image_metrics(image[None], volume.truth)["psnr"] for o, image in zip(volume.prior.offsets_mm,
+                                                                                      volume.prior.images)}
+    p_plane = image_metrics(volume.prior.plane, volume.truth)["psnr"]
+    p_standard = image_metrics(standard.prior, standard.truth)["psnr"]
+    print(f"prior PSNR: plane {p_plane:.2f} (standard case {p_standard:.2f}), slice -4 mm {psnr[-4.0]:.2f}")
+    # measured: plane 26.69 (standard case 26.67), slice -4 mm 29.41
+    assert p_plane == pytest.approx(p_standard, abs=0.5)
+    assert max(psnr, key=psnr.get) == -4.0 and psnr[-4.0] > p_plane + 1.0
+
+
 def test_case_groups():
     specs = build_cases("ct2d-v20-prior0mm")
     assert [kw["geometry"] for _, kw in specs] == ["parallel", "fan"]
     assert all(kind == "ct2d" and kw["prior_offset_slices"] == 0 for kind, kw in specs)
+    assert all(kw["prior_volume"] for _, kw in build_cases("ct2d-v20-priorvolume"))
     with pytest.raises(InputError, match="case group"):
         build_cases("ct2d-v21")

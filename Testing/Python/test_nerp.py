@@ -296,6 +296,17 @@ def test_mr_nerp_complex_radial():
     print(f"MR nerp {p_nerp:.2f} prior {p_prior:.2f} scale {res.extra['prior_scale']:.3f}")
     assert res.extra["prior_scale"] == pytest.approx(1 / 3, rel=0.1)
     assert p_nerp > p_prior + 1.0
+    # A prior volume (6.5 mm slices) whose slice in the plane has no lungs: the slice search works
+    # on magnitudes and hands the complex pipeline the matching slice.
+    from INRReconLib.io.prior import load_prior_slices
+
+    other = np.where(prior > 0, 3.0, 0.0).astype(np.float32)
+    vgrid = ImageGrid((n, n, 2), (1.0, 1.0, 6.5), grid.origin[:2] + (grid.origin[2] - 6.5,))
+    slices = load_prior_slices((np.concatenate([prior, other]), vgrid), m)
+    picked = reconstruct(m, "nerp", prior=slices, config={"embed_iterations": 1, "registration_reference_iterations": 30},
+                         iterations=1)
+    assert picked.extra["prior_registration"]["slice_search"]["offset_mm"] == -6.5
+    assert psnr(np.abs(picked.aligned_prior[0]), prior / prior.max()) > 25.0
 
 
 def test_nerp_cone_beam_3d():
