@@ -117,6 +117,7 @@ class INRReconParameterNode:
     hashTableLog2: Annotated[int, WithinRange(0, 24), Default(0)]
     loss: Annotated[str, Choice(list(LOSSES)), Default("preset")]
     priorRegistration: Annotated[str, Choice(list(PRIOR_ALIGNMENTS)), Default("preset")]
+    priorSliceSearch: Annotated[float, WithinRange(-1.0, 50.0), Decimals(1), Default(-1.0)]  # mm; -1: preset, 0: off
     tvWeight: Annotated[float, WithinRange(-1.0, 10.0), Decimals(4), Default(-1.0)]  # -1: preset
     coarseToFine: Annotated[float, WithinRange(-1.0, 1.0), Decimals(2), Default(-1.0)]  # -1: preset
     useADMM: Annotated[bool, Default(False)]
@@ -388,6 +389,7 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
             lr=p.learningRate, loss="" if p.loss == "preset" else p.loss, tv_weight=p.tvWeight,
             coarse_to_fine=p.coarseToFine, use_admm=p.useADMM,
             prior_registration="" if p.priorRegistration == "preset" else p.priorRegistration,
+            prior_slice_search_mm=p.priorSliceSearch,
             admm_adam_steps=p.admmAdamSteps, admm_cgls_steps=p.admmCGLSSteps, admm_rho=p.admmRho,
             network_width=p.networkWidth, network_depth=p.networkDepth, fourier_features=p.fourierFeatures,
             fourier_sigma=p.fourierSigma, hash_levels=p.hashLevels, hash_log2_table=p.hashTableLog2)

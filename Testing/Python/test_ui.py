@@ -99,6 +99,9 @@ def test_build_config_sentinels():
     assert off["optimizer"] == "admm" and off["admm"]["rho"] == 0.5
     assert kept["prior_registration"] == preset["prior_registration"] == "rigid"
     assert load_config(build_config("hash-ct", prior_registration="deformable"))["prior_registration"] == "deformable"
+    assert kept["prior_slice_search_mm"] == preset["prior_slice_search_mm"] == 10
+    for mm in (0.0, 4.5):
+        assert load_config(build_config("hash-ct", prior_slice_search_mm=mm))["prior_slice_search_mm"] == mm
 
 
 def test_preset_follows_the_chosen_measurement(tmp_path):
