@@ -61,7 +61,13 @@ def run_job(job: dict, job_dir, emit: Emit, stop: threading.Event) -> dict:
         checkpoint = job_dir / CHECKPOINT_FILE
         if checkpoint.is_file():
             final["checkpoint"] = str(checkpoint)
-        log.error("job failed (%s): %s\n%s", final["kind"], final["message"], final["detail"])
+        if final["kind"] == "internal":
+            log.error("job failed (internal): %s\n%s", final["message"], final["detail"])
+        else:
+            # Bad input, no GPU, out of memory: the message names the problem and the fix, and a
+            # traceback on the console (the CLI's) would bury it; worker.log keeps it at DEBUG.
+            log.error("job failed (%s): %s", final["kind"], final["message"])
+            log.debug("%s", final["detail"])
     emit(final)
     return final
 

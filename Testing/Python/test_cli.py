@@ -1,5 +1,7 @@
 """The `inrrecon` command line: simulate -> info -> reconstruct, and one-line errors on bad input."""
 
+import logging
+
 import h5py
 import numpy as np
 import pytest
@@ -43,17 +45,22 @@ def test_simulate_info_reconstruct(tmp_path, small_ct_image, capsys):
     assert (tmp_path / "fbp.config.json").exists()
 
 
-def test_bad_measurement_gives_one_line_reason(tmp_path, small_ct_image, capsys):
+def test_bad_measurement_gives_one_line_reason(tmp_path, small_ct_image, capsys, caplog):
     image, _, _ = small_ct_image
     meas = tmp_path / "meas.h5"
     assert main(["simulate", str(image), "--slice", "0", "--views", "10", "--out", str(meas)]) == 0
     with h5py.File(meas, "r+") as f:
         f["data"][0, 0, 5] = np.nan
     capsys.readouterr()
-    code = main(["reconstruct", str(meas), "--method", "sirt", "--device", "cpu", "--out", str(tmp_path / "x.nrrd")])
+    with caplog.at_level(logging.DEBUG, logger="INRReconLib"):
+        code = main(["reconstruct", str(meas), "--method", "sirt", "--device", "cpu", "--out", str(tmp_path / "x.nrrd")])
     err = capsys.readouterr().err
     assert code == 2
     assert "/data" in err and "NaN" in err
+    # The reason, not a stack: the traceback of a bad input is logged at DEBUG only (worker.log).
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failed and not any("Traceback" in m for m in failed)
+    assert any("Traceback" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
     assert not (tmp_path / "x.nrrd").exists()
 
 
