@@ -176,8 +176,9 @@ def load_prior_slices(prior, measurement, *, units: str = "auto") -> PriorSlices
     # 1.10 s -> 0.24 s (plane included) for the 21 candidates of the 256x256x141 thorax.
     k0, k1 = max(int(near[0]) - 1, 0), min(int(near[-1]) + 2, src.size[2])
     slab = ImageGrid(src.size[:2] + (k1 - k0,), src.spacing, tuple(centres[:, k0]), src.direction)
-    images = [_on_grid(values[k0:k1], slab, ImageGrid(dst.size, dst.spacing,
-                                                       tuple(np.asarray(dst.origin) + offsets[k] * normal),
-                                                       dst.direction), measurement.modality)[0]
-              for k in near]
+    images = []
+    for k in near:
+        # The measurement grid moved along its normal onto slice k's centre.
+        moved = ImageGrid(dst.size, dst.spacing, tuple(np.asarray(dst.origin) + offsets[k] * normal), dst.direction)
+        images.append(_on_grid(values[k0:k1], slab, moved, measurement.modality)[0])
     return PriorSlices(plane, np.stack(images), tuple(round(float(offsets[k]), 3) for k in near))
