@@ -143,7 +143,7 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
     if prior_volume:
         stack, roi_stack = longitudinal_prior(fine_hu, (NODULE_SLICE_FULLRES, cy, cx), NODULE_RADIUS_MM / spacing_fine,
                                               z_aspect=fine_grid.spacing[2] / spacing_fine, seed=seed)
-        prior_fine, roi_fine = stack[NODULE_SLICE_FULLRES + prior_offset_slices], roi_stack[NODULE_SLICE_FULLRES]
+        roi_fine = roi_stack[NODULE_SLICE_FULLRES]
     else:
         prior_fine, roi_fine = longitudinal_prior(fine_hu[NODULE_SLICE_FULLRES + prior_offset_slices], (cy, cx),
                                                   NODULE_RADIUS_MM / spacing_fine, seed=seed)
@@ -155,7 +155,6 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
                        source_to_isocenter_mm=500.0, isocenter_to_detector_mm=500.0,
                        photons=1e5 if noisy else None, seed=seed, upsample=1, recon_grid=grid)
     truth = _mean_pool(mu_fine, factor).astype(np.float32)
-    prior = np.clip(hu_to_mu(_mean_pool(prior_fine[None], factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
     roi = _mean_pool(roi_fine[None].astype(np.float32), factor) > 0.5
     name = f"ct2d_longitudinal_{geometry}_v{views}_{'noisy' if noisy else 'clean'}"
     if size != 256:
@@ -171,6 +170,8 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
                           grid.origin[:2] + (z0,))
         prior = load_prior_slices((mu_stack, vgrid), meas, units="mu")
         name += "_priorvolume"
+    else:
+        prior = np.clip(hu_to_mu(_mean_pool(prior_fine[None], factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
     return Case(name, meas, truth, prior, roi, {"mu_water_per_mm": MU_WATER_PER_MM})
 
 
