@@ -19,11 +19,14 @@ class Monitor:
         self.history: list[dict] = []
 
     def report(self, stage: str, iteration: int, total: int, loss: Optional[float] = None,
-               current: Optional[Callable[[], np.ndarray]] = None, **extra) -> None:
+               current: Optional[Callable[[], np.ndarray]] = None, *, eta_known: bool = True, **extra) -> None:
         """stage: e.g. "prior-embedding", "fitting", "inference", "sirt".
         iteration: 1-based, total: planned iterations of this stage.
         current: a callable returning the current image (physics units, grid shape), called
         only when the monitor wants a preview; keep it lazy because it can be expensive.
+        eta_known: False when the remaining steps times the rate so far is no estimate of the
+        time left: steps of different cost, or a total that is only a budget (prior
+        registration: TV iterations, then optimizer iterations that usually stop early).
         extra: further numbers to log (psnr, primal_residual, ...)."""
         entry = {"stage": stage, "iteration": int(iteration), "total": int(total)}
         if loss is not None:

@@ -153,7 +153,7 @@ class WorkerMonitor(Monitor):
         self._stage_t0 = t0
         self._last_progress = -1e9
 
-    def report(self, stage, iteration, total, loss=None, current=None, **extra) -> None:
+    def report(self, stage, iteration, total, loss=None, current=None, *, eta_known=True, **extra) -> None:
         super().report(stage, iteration, total, loss=loss, **extra)
         now = time.perf_counter()
         if stage != self._stage:
@@ -165,7 +165,7 @@ class WorkerMonitor(Monitor):
             self._last_progress = now
             done = iteration - self._stage_first_iteration + 1
             per_iteration = (now - self._stage_t0) / done if done > 0 else None
-            eta = per_iteration * max(total - iteration, 0) if per_iteration and done > 1 else None
+            eta = per_iteration * max(total - iteration, 0) if eta_known and per_iteration and done > 1 else None
             numbers = {k: v for k, v in extra.items() if isinstance(v, (int, float, np.number))}
             self.emit({"event": "progress", "stage": stage, "iteration": int(iteration), "total": int(total),
                        "loss": None if loss is None else float(loss), "elapsed": round(now - self.t0, 3),

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import INRReconLib.worker.run as worker_run
 from INRReconLib.errors import DeviceError
 from INRReconLib.io.measurement import Measurement, write_measurement
 from INRReconLib.io.volume import mu_to_hu, read_volume, write_volume
@@ -270,9 +271,11 @@ def test_inr_few_iterations_streams_stage_and_writes_result(cases, tmp_path):
     assert saved["field"]["network"]["n_neurons"] == 16 and saved["iterations"] == 3
 
 
-def test_nerp_writes_the_aligned_prior_next_to_the_result(cases, tmp_path):
+def test_nerp_writes_the_aligned_prior_next_to_the_result(cases, tmp_path, monkeypatch):
     """The prior lies 3 mm off along x; NeRP registers it to the data and the worker writes it, in
-    HU on the measurement grid, as <output>.prior_aligned.nrrd."""
+    HU on the measurement grid, as <output>.prior_aligned.nrrd. The registration stage reports
+    no time left (its steps differ in cost and its total is a budget); the fitting does."""
+    monkeypatch.setattr(worker_run, "PROGRESS_MIN_INTERVAL_S", 0.0)  # every step emits progress
     shifted = _disks(CT_GRID, ((18.0, 3.0, 0.02), (5.0, 8.0, 0.01)))
     prior_path = tmp_path / "prior_hu.nrrd"
     write_volume(prior_path, mu_to_hu(shifted, MU_WATER).astype(np.float32), CT_GRID)
@@ -291,7 +294,11 @@ def test_nerp_writes_the_aligned_prior_next_to_the_result(cases, tmp_path):
     saved = json.loads(Path(final["metrics_path"]).read_text())
     assert saved["prior_aligned"] == final["prior_aligned"]
     assert saved["extra"]["prior_registration"]["mode"] == "rigid"
-    assert "prior-registration" in {e["stage"] for e in events if e["event"] == "progress"}
+    progress = [e for e in events if e["event"] == "progress"]
+    registration = [e for e in progress if e["stage"] == "prior-registration"]
+    assert len(registration) > 2 and all(e["eta"] is None for e in registration)
+    fitting = [e for e in progress if e["stage"] == "fitting"]
+    assert fitting[-1]["iteration"] == 3 and fitting[-1]["eta"] == 0
 
 
 def test_nerp_with_a_prior_volume_and_2d_data_picks_its_slice(cases, tmp_path):
