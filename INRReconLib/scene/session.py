@@ -120,9 +120,15 @@ class ReconstructionSession:
 
     def start(self):
         """Write the job (prior as NRRD) and start the runner; returns self."""
+        from ..methods.registry import METHODS
+
         self.job_dir.mkdir(parents=True, exist_ok=True)
         prior_path = None
-        if self.prior_node is not None:
+        # Only a method that reads the prior gets it: for FBP or TV the export would be a copy of
+        # the volume for nothing (the 256x256x141 thorax: 36 MB). An unknown method gets it; the
+        # worker names that error.
+        spec = METHODS.get(self.method)
+        if self.prior_node is not None and (spec is None or spec.uses_prior):
             prior_path = str(self.job_dir / "prior.nrrd")
             write_volume_node(self.prior_node, prior_path)
         self.job_writer(self.job_dir, measurement=str(self.measurement_path), prior=prior_path, method=self.method,

@@ -212,17 +212,21 @@ def save_checkpoint(job_dir: Path, image: np.ndarray, info: dict) -> Path:
 def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     import SimpleITK  # noqa: F401  (imported now, so that saving after a cancel is quick)
     from ..io.measurement import read_measurement
-    from ..methods.registry import reconstruct
+    from ..methods.registry import METHODS, reconstruct
 
     measurement = read_measurement(job["measurement"])
     log.info("measurement %s: %s, data %s, grid %s", job["measurement"], measurement.modality,
              list(measurement.data.shape), measurement.grid.to_dict())
     prior = None
-    if job["prior"] is not None:
+    if job["prior"] is not None and METHODS[job["method"]].uses_prior:
         from ..io.prior import load_prior_slices
 
         # With 2D data and a prior volume, NeRP may pick the prior's slice that matches the data.
         prior = load_prior_slices(job["prior"], measurement)
+    elif job["prior"] is not None:
+        # Slicer hands over the selected prior whatever the method: a baseline run must neither
+        # wait for it nor fail on it.
+        log.info("prior %s not read: method %s does not use one", job["prior"], job["method"])
     config = _load_config(job["config"], job["method"], measurement)
     output_plan = OutputPlan.for_job(job, measurement)
     fine_plan = None
@@ -262,9 +266,9 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         output_plan.moved(path=aligned_path).write(np.asarray(aligned))
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
-        "prior": job["prior"], "output": written["output"], "cancelled": bool(result.cancelled),
-        "iterations": int(result.iterations), "seconds": float(result.seconds), "metrics": metrics,
-        "extra": result.extra, "history": result.history, "meta": job["meta"],
+        "prior": job["prior"] if prior is not None else None, "output": written["output"],
+        "cancelled": bool(result.cancelled), "iterations": int(result.iterations), "seconds": float(result.seconds),
+        "metrics": metrics, "extra": result.extra, "history": result.history, "meta": job["meta"],
         "prior_aligned": str(aligned_path) if aligned is not None else None,
         "output_grid": written_plan.grid.to_dict(), "warnings": warnings}), indent=1) + "\n")
     event = {"event": "result", "output": written["output"], "units": output_plan.units, "metrics": metrics, "cancelled": bool(result.cancelled),

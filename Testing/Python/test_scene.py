@@ -130,6 +130,18 @@ def test_grid_ras_round_trip_matches_sitk_file(tmp_path):
     assert np.array_equal(V.array_from_volume(loaded), phantom(grid))
 
 
+def test_session_hands_the_prior_only_to_a_method_that_reads_it(ct_case):
+    """FBP/TV do not read a prior: the session does not export it for them (seconds for a large
+    volume); NeRP gets it as prior.nrrd."""
+    scene, grid, prior, measurement, tmp = ct_case
+    for method, handed in (("tv", False), ("nerp", True)):
+        made = []
+        job_dir = tmp / f"job-{method}"
+        ReconstructionSession(scene, scripted_factory(grid, made=made), job_dir, measurement, prior_node=prior,
+                              method=method, iterations=5, device="cpu").start()
+        assert (made[0][0]["prior"] is not None) == handed and (job_dir / "prior.nrrd").exists() == handed
+
+
 def test_session_streams_preview_plot_and_output(ct_case):
     scene, grid, prior, measurement, tmp = ct_case
     prior_before = V.array_from_volume(prior).copy()

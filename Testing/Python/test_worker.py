@@ -255,6 +255,20 @@ def test_fbp_output_in_mu_on_the_measurement_grid(cases, tmp_path):
     assert (tmp_path / "fbp.config.json").is_file() and (tmp_path / "fbp.metrics.json").is_file()
 
 
+def test_a_method_without_prior_does_not_read_the_prior(cases, tmp_path):
+    """Slicer hands over the selected prior whatever the method: FBP neither reads nor records it,
+    so a prior NeRP would refuse (here not an image at all) cannot fail a baseline run."""
+    prior_path = tmp_path / "prior.nrrd"
+    prior_path.write_bytes(b"not an image\n")
+    _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "fbp",
+                     "output": str(tmp_path / "fbp.nrrd"), "device": "cpu"}, tmp_path / "job")
+    assert final["event"] == "result", final.get("message")
+    assert json.loads(Path(final["metrics_path"]).read_text())["prior"] is None
+    _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "nerp",
+                     "output": str(tmp_path / "nerp.nrrd"), "device": "cpu"}, tmp_path / "job2")
+    assert final["kind"] == "bad-input" and "prior.nrrd" in final["message"]
+
+
 def test_inr_few_iterations_streams_stage_and_writes_result(cases, tmp_path):
     config = {"field": {"encoding": {"otype": "HashGrid", "n_levels": 4, "log2_hashmap_size": 10,
                                      "base_resolution": 4},
