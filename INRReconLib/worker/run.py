@@ -224,9 +224,11 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         # With 2D data and a prior volume, NeRP may pick the prior's slice that matches the data.
         prior = load_prior_slices(job["prior"], measurement)
     elif job["prior"] is not None:
-        # Slicer hands over the selected prior whatever the method: a baseline run must neither
-        # wait for it nor fail on it.
-        log.info("prior %s not read: method %s does not use one", job["prior"], job["method"])
+        # A baseline run must neither wait for nor fail on a prior it ignores; a warning, since
+        # the user may have meant a method that uses it.
+        users = ", ".join(name for name, spec in METHODS.items() if spec.uses_prior)
+        log.warning("the prior %s is not used: method %s reconstructs from the data alone (a prior is used by: %s).",
+                    job["prior"], job["method"], users)
     config = _load_config(job["config"], job["method"], measurement)
     output_plan = OutputPlan.for_job(job, measurement)
     fine_plan = None

@@ -255,15 +255,17 @@ def test_fbp_output_in_mu_on_the_measurement_grid(cases, tmp_path):
     assert (tmp_path / "fbp.config.json").is_file() and (tmp_path / "fbp.metrics.json").is_file()
 
 
-def test_a_method_without_prior_does_not_read_the_prior(cases, tmp_path):
-    """Slicer hands over the selected prior whatever the method: FBP neither reads nor records it,
-    so a prior NeRP would refuse (here not an image at all) cannot fail a baseline run."""
+def test_a_method_without_prior_does_not_read_the_prior(cases, tmp_path, caplog):
+    """FBP neither reads nor records a job's prior, and warns that it is unused: a prior NeRP
+    would refuse (here not an image at all) cannot fail a baseline run."""
     prior_path = tmp_path / "prior.nrrd"
     prior_path.write_bytes(b"not an image\n")
-    _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "fbp",
-                     "output": str(tmp_path / "fbp.nrrd"), "device": "cpu"}, tmp_path / "job")
+    with caplog.at_level("WARNING"):
+        _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "fbp",
+                         "output": str(tmp_path / "fbp.nrrd"), "device": "cpu"}, tmp_path / "job")
     assert final["event"] == "result", final.get("message")
     assert json.loads(Path(final["metrics_path"]).read_text())["prior"] is None
+    assert "prior.nrrd is not used: method fbp" in caplog.text and "used by: nerp" in caplog.text
     _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "nerp",
                      "output": str(tmp_path / "nerp.nrrd"), "device": "cpu"}, tmp_path / "job2")
     assert final["kind"] == "bad-input" and "prior.nrrd" in final["message"]
