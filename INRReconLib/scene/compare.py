@@ -14,22 +14,86 @@ import numpy as np
 from .volumes import add_volume, array_from_volume, ensure_display_node, get_ijk_to_ras
 
 COMPARE_LAYOUT_ID = 8350  # outside Slicer's built-in range (< 1000) and other extensions' usual picks
+PROGRESS_LAYOUT_ID = 8349
 VIEW_TAGS = ("INRPrior", "INRRecon", "INRDifference", "INRNext")
 VIEW_LABELS = {"INRPrior": "P", "INRRecon": "R", "INRDifference": "D", "INRNext": "N"}
 VIEW_COLOURS = {"INRPrior": "#E69F00", "INRRecon": "#56B4E9", "INRDifference": "#CC79A7", "INRNext": "#009E73"}
+PLOT_TAG, TABLE_TAG = "INRPlot", "INRTable"  # the convergence plot, the tumour table
+
+
+def _slice_view_xml(tag: str, orientation: str = "Axial", label: str = "", colour: str = "") -> str:
+    return (f'<item><view class="vtkMRMLSliceNode" singletontag="{tag}">'
+            f'<property name="orientation" action="default">{orientation}</property>'
+            f'<property name="viewlabel" action="default">{label or VIEW_LABELS[tag]}</property>'
+            f'<property name="viewcolor" action="default">{colour or VIEW_COLOURS[tag]}</property>'
+            f'<property name="viewgroup" action="default">0</property></view></item>')
 
 
 def layout_xml(tags) -> str:
-    """Slicer layout XML: one row of linked axial slice views, one per tag."""
-    items = []
-    for tag in tags:
-        items.append(
-            f' <item><view class="vtkMRMLSliceNode" singletontag="{tag}">'
-            f'<property name="orientation" action="default">Axial</property>'
-            f'<property name="viewlabel" action="default">{VIEW_LABELS[tag]}</property>'
-            f'<property name="viewcolor" action="default">{VIEW_COLOURS[tag]}</property>'
-            f'<property name="viewgroup" action="default">0</property></view></item>')
-    return '<layout type="horizontal" split="true">\n' + "\n".join(items) + "\n</layout>"
+    """Slicer layout XML: a row of linked axial slice views, one per tag, above the tumour table
+    (a layout without a table view would never show the table Compare makes)."""
+    row = "".join(_slice_view_xml(tag) for tag in tags)
+    return ('<layout type="vertical" split="true">'
+            f'<item splitSize="700"><layout type="horizontal" split="true">{row}</layout></item>'
+            f'<item splitSize="300"><view class="vtkMRMLTableViewNode" singletontag="{TABLE_TAG}">'
+            '<property name="viewlabel" action="default">T</property></view></item>'
+            '</layout>')
+
+
+def progress_layout_xml() -> str:
+    """The three standard slice views (the live preview over the prior) beside the convergence plot."""
+    views = "".join(_slice_view_xml(tag, orientation, tag[0], colour) for tag, orientation, colour in (
+        ("Red", "Axial", "#F34A33"), ("Yellow", "Sagittal", "#EDD54C"), ("Green", "Coronal", "#6EB04B")))
+    return ('<layout type="horizontal" split="true">'
+            f'<item><layout type="vertical">{views}</layout></item>'
+            f'<item><view class="vtkMRMLPlotViewNode" singletontag="{PLOT_TAG}">'
+            '<property name="viewlabel" action="default">P</property></view></item>'
+            '</layout>')
+
+
+def _layout_node(scene):
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    return layout if layout is not None else scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+
+
+def _select_layout(scene, layout_id: int, xml: str):
+    """Register (or update) and select a layout. In Slicer the layout manager creates its views
+    now, so they get the layout's labels and colours; view nodes made before would keep theirs."""
+    layout = _layout_node(scene)
+    if layout.IsLayoutDescription(layout_id):
+        layout.SetLayoutDescription(layout_id, xml)
+    else:
+        layout.AddLayoutDescription(layout_id, xml)
+    layout.SetViewArrangement(layout_id)
+    return layout
+
+
+def _view_node(scene, class_name: str, tag: str, label: str = ""):
+    """The view node of a layout's view; created when no layout manager made it (tests, CLI)."""
+    node = _find_by_layout_name(scene, class_name, tag)
+    if node is None:
+        node = scene.CreateNodeByClass(class_name)
+        node.SetName(tag)
+        node.SetLayoutName(tag)
+        node.SetLayoutLabel(label or tag[-1])
+        scene.AddNode(node)
+    return node
+
+
+def show_progress_layout(scene, chart_node=None):
+    """Select the progress layout and show `chart_node` (the run's convergence plot) in its plot view."""
+    _select_layout(scene, PROGRESS_LAYOUT_ID, progress_layout_xml())
+    plot_view = _view_node(scene, "vtkMRMLPlotViewNode", PLOT_TAG, "P")
+    if chart_node is not None:
+        plot_view.SetPlotChartNodeID(chart_node.GetID())
+    return plot_view
+
+
+def show_table(scene, table_node):
+    """Show a table in the comparison layout's table view."""
+    view = _view_node(scene, "vtkMRMLTableViewNode", TABLE_TAG, "T")
+    view.SetTableNodeID(table_node.GetID() if table_node is not None else None)
+    return view
 
 
 def resample_like(source, reference) -> np.ndarray:
@@ -89,16 +153,22 @@ def _find_by_layout_name(scene, class_name: str, tag: str):
 
 
 def ensure_slice_view_nodes(scene, tag: str):
-    """The (slice node, slice composite node) of a view, created when the layout manager has not yet."""
+    """The (slice node, slice composite node) of a comparison view, created when the layout
+    manager has not; label, colour and view group are set either way, so they hold however the
+    node came to be."""
     slice_node = _find_by_layout_name(scene, "vtkMRMLSliceNode", tag)
     if slice_node is None:
         slice_node = scene.CreateNodeByClass("vtkMRMLSliceNode")
         slice_node.SetName(tag)
         slice_node.SetLayoutName(tag)
-        slice_node.SetLayoutLabel(VIEW_LABELS.get(tag, tag[-1]))
         if slice_node.HasSliceOrientationPreset("Axial"):
             slice_node.SetOrientation("Axial")
         scene.AddNode(slice_node)
+    slice_node.SetLayoutLabel(VIEW_LABELS.get(tag, tag[-1]))
+    colour = VIEW_COLOURS.get(tag)
+    if colour:
+        slice_node.SetLayoutColor(*(int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5)))
+    slice_node.SetViewGroup(0)
     composite = _find_by_layout_name(scene, "vtkMRMLSliceCompositeNode", tag)
     if composite is None:
         composite = scene.CreateNodeByClass("vtkMRMLSliceCompositeNode")
@@ -142,15 +212,8 @@ def setup_comparison(scene, prior, reconstruction, next_fraction=None, differenc
         views["INRNext"] = next_fraction
     tags = [t for t in VIEW_TAGS if t in views]
 
-    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
-    if layout is None:
-        layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
-    xml = layout_xml(tags)
     layout_id = COMPARE_LAYOUT_ID + len(tags)
-    if layout.IsLayoutDescription(layout_id):
-        layout.SetLayoutDescription(layout_id, xml)
-    else:
-        layout.AddLayoutDescription(layout_id, xml)
+    _select_layout(scene, layout_id, layout_xml(tags))
 
     for tag in tags:
         _, composite = ensure_slice_view_nodes(scene, tag)
@@ -169,7 +232,6 @@ def setup_comparison(scene, prior, reconstruction, next_fraction=None, differenc
             display.SetWindowLevelMinMax(-half, half)
         else:
             display.SetWindowLevelMinMax(lo, hi)
-    layout.SetViewArrangement(layout_id)
     return Comparison(views, difference_node, (lo, hi), layout_id)
 
 

@@ -126,7 +126,7 @@ def sampling_density(path) -> tuple[np.ndarray, np.ndarray]:
             counts, _ = np.histogramdd(points, bins=edges)
             density = np.log1p(counts).astype(np.float32).reshape(shape)
         else:
-            raise InputError("/geometry", "has neither mask nor trajectory.", "See FORMAT.md, MR part.")
+            raise InputError("/geometry", "has neither mask nor trajectory.", "See docs/measurement-format.md, MR part.")
     return density.astype(np.float32), ijk_to_ras_from_grid(grid)
 
 

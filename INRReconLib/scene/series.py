@@ -7,6 +7,7 @@ way a physicist follows a patient through treatment. Results are gathered in a S
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .session import ReconstructionSession, SessionState
@@ -70,8 +71,9 @@ class SeriesSession:
 
     @property
     def state(self) -> SessionState:
-        """The running fraction's state, with the series position in its stage text."""
-        s = self.current.state if self.current else SessionState()
+        """A copy of the running fraction's state, with the series position in its stage text (the
+        fraction's own state keeps its stage name: the session compares it with the next event's)."""
+        s = replace(self.current.state) if self.current else SessionState()
         if self.status == "running" and self.current is not None:
             s.stage = f"fraction {len(self.sessions)}/{len(self.paths)}: {s.stage}"
         return s

@@ -22,8 +22,8 @@ import numpy as np
 from ..physics.grid import ImageGrid
 from .measurement_display import read_measurement_header
 from .progress_plot import ProgressPlot
-from .volumes import get_ijk_to_ras, ijk_to_ras_from_grid, load_volume_file, update_volume_from_array, \
-    ensure_display_node, write_volume_node
+from .volumes import PREVIEW_ATTRIBUTE, ensure_display_node, get_ijk_to_ras, ijk_to_ras_from_grid, \
+    load_volume_file, update_volume_from_array, write_volume_node
 
 FINISHED = ("done", "cancelled", "error")
 
@@ -87,11 +87,13 @@ class ReconstructionSession:
     prior_node: a scalar volume node or None. method/config/iterations/device/preview_every/upsample:
     as in the job file. output_name: name of the result node (default: the measurement file's stem).
     job_writer(job_dir, **job): defaults to `INRReconLib.worker.job.write_job`.
+    header: the measurement's `read_measurement_header` dict when the caller has it (it needs
+    h5py, which Slicer's Python lacks until the first Apply installs it); read from the file otherwise.
     """
 
     def __init__(self, scene, runner_factory, job_dir, measurement_path, *, prior_node=None, method="nerp",
                  config=None, iterations=None, device="cpu", preview_every=10, upsample=1, output_name=None,
-                 job_writer=None):
+                 job_writer=None, header=None):
         self.scene = scene
         self.runner_factory = runner_factory
         self.job_dir = Path(job_dir)
@@ -112,7 +114,7 @@ class ReconstructionSession:
         self.plot = None
         self.log: list[str] = []
         self._stage_offset = 0
-        header = read_measurement_header(self.measurement_path)
+        header = header or read_measurement_header(self.measurement_path)
         self.modality = header["modality"]
         self.grid: ImageGrid = header["grid"]
 
@@ -225,6 +227,7 @@ class ReconstructionSession:
         if self.preview_node is None or self.scene.GetNodeByID(self.preview_node.GetID()) is None:
             self.preview_node = self.scene.AddNewNodeByClass(
                 "vtkMRMLScalarVolumeNode", self.scene.GenerateUniqueName(f"{self.output_name} preview"))
+            self.preview_node.SetAttribute(PREVIEW_ATTRIBUTE, "1")  # never offered as a prior
             ensure_display_node(self.preview_node, self.scene).AutoWindowLevelOn()
         update_volume_from_array(self.preview_node, volume, ijk_to_ras_from_grid(grid))
 
@@ -253,6 +256,7 @@ class ReconstructionSession:
                     node.SetAttribute("INRRecon.priorSliceOffsetMm", str(offset))
                     self.state.message = f"Prior: its slice {offset:+.1f} mm from the measured plane matched the data."
                     self.log.append(self.state.message)
+            self.remove_preview()  # the result replaces it; one preview node per run would pile up
         self.state.status = "cancelled" if cancelled else "done"
         if not cancelled and self.state.total:
             self.state.iteration = self.state.total

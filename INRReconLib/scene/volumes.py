@@ -162,3 +162,45 @@ def write_volume_node(node, path: str) -> ImageGrid:
     sitk.WriteImage(image, tmp)
     os.replace(tmp, os.path.join(folder, base))
     return grid
+
+
+# Attributes that mark volumes INRRecon made for display, not images of the patient.
+MEASUREMENT_ATTRIBUTE = "INRRecon.measurement"  # the file reader's sinogram / k-space sampling view
+PREVIEW_ATTRIBUTE = "INRRecon.preview"  # a run's live preview
+STANDARD_VIEWS = ("Red", "Yellow", "Green")
+
+
+def is_patient_image(node) -> bool:
+    """A scalar volume that can be a prior: not a label map, not a measurement shown as an
+    image (a sinogram), not a live preview. Reconstructions are (a series chains them)."""
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return False
+    if node.GetAttribute(PREVIEW_ATTRIBUTE):
+        return False
+    # a reconstruction also records its measurement, but under INRRecon.method
+    return not (node.GetAttribute(MEASUREMENT_ATTRIBUTE) and not node.GetAttribute("INRRecon.method"))
+
+
+def candidate_prior(scene):
+    """The first volume in the scene that can be a prior (see is_patient_image), or None."""
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
+        if is_patient_image(node):
+            return node
+    return None
+
+
+def show_in_standard_views(scene, background=None, foreground=None, foreground_opacity=0.5,
+                           views=STANDARD_VIEWS) -> int:
+    """Put volumes in the Red/Yellow/Green slice views only, so comparison views keep their
+    volumes. Returns how many views were set."""
+    count = 0
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(n, "vtkMRMLSliceCompositeNode")
+        if composite.GetLayoutName() not in views:
+            continue
+        composite.SetBackgroundVolumeID(background.GetID() if background is not None else None)
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetForegroundOpacity(foreground_opacity if foreground is not None else 0.0)
+        count += 1
+    return count

@@ -2,8 +2,9 @@
 
 The Slicer logic owns a runner, calls `poll()` from a QTimer on the main thread and `cancel()`
 from the Stop button; tests call `poll()` in a loop, or swap in `FakeRunner` (scripted events) or a
-fake `popen` so no process is started. Reader threads only parse and queue; nothing here touches
-the scene.
+fake `popen` so no process is started. `poll()` reads whatever the pipes hold without blocking; no
+thread is involved, since Python threads inside Slicer run only while its main thread runs Python.
+Nothing here touches the scene.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
+import io
+import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -52,10 +53,11 @@ class WorkerRunner:
         self.stderr_tail = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.final_event: Optional[dict] = None
         self.cancel_requested = False
-        self._queue: queue.Queue = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._pending: list[dict] = []  # events not yet handed out by poll()
+        self._readers: list[_LineReader] = []
         self._died_reported = False
         self._started_at = None
+        self._terminate_at = None  # monotonic time after a cancel when SIGTERM follows
 
     # --- life cycle -----------------------------------------------------------------------
     def command(self) -> list:
@@ -89,13 +91,9 @@ class WorkerRunner:
                                 "message": f"Could not start the worker with {self.python!r} ({exc}). Check the "
                                            "Python interpreter setting and that the job folder exists.",
                                 "detail": repr(exc), "returncode": None}
-            self._queue.put(self.final_event)
+            self._pending.append(self.final_event)
             return self
-        for name, target, stream in (("worker-stdout", self._read_stdout, self.process.stdout),
-                                     ("worker-stderr", self._read_stderr, self.process.stderr)):
-            thread = threading.Thread(target=target, args=(stream,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._readers = [_LineReader(self.process.stdout, "stdout"), _LineReader(self.process.stderr, "stderr")]
         return self
 
     @property
@@ -111,44 +109,45 @@ class WorkerRunner:
         """The worker has ended and all its output has been read (poll() will yield nothing new
         after the events already queued)."""
         return (self.process is not None and not self.running
-                and not any(t.is_alive() for t in self._threads))
+                and all(reader.eof for reader in self._readers))
 
     def poll(self) -> list[dict]:
         """The events received since the last call, oldest first; never blocks. When the worker
         has ended without a `result` or `error`, the last call yields a synthetic `worker-died`
         error with the tail of its stderr."""
-        events = []
-        while True:
-            try:
-                events.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        self._read_pipes()
+        if self._terminate_at is not None and time.monotonic() >= self._terminate_at:
+            self._terminate_at = None
+            if self.running:
+                log.info("worker still running %.0f s after cancel; sending SIGTERM", self.cancel_grace_s)
+                self.terminate()
+        events, self._pending = self._pending, []
         for event in events:
             if event.get("event") in FINAL_KINDS and self.final_event is None:
                 self.final_event = event  # the first final event counts; a worker sends only one
-        if self.final_event is None and not self._died_reported and self.finished and self._queue.empty():
+        if self.final_event is None and not self._died_reported and self.finished:
             self._died_reported = True
             self.final_event = self._died_event()
             events.append(self.final_event)
         return events
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
-        """Block until the worker exits and its output is read; returns its exit code (None on timeout)."""
+        """Block until the worker exits and its output is read; returns its exit code (None on
+        timeout). The events stay queued for poll()."""
         if self.process is None:
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        while not self.finished:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            self._pending.extend(self._drain_once())
+            time.sleep(0.01)
         return self.returncode
 
     def cancel(self) -> None:
         """Ask the worker to stop at its next iteration and save what it has (`cancel` on stdin);
-        if it is still running after `cancel_grace_s`, send SIGTERM (same meaning on POSIX, a hard
-        stop on Windows)."""
+        if it is still running `cancel_grace_s` later, the next poll() sends SIGTERM (same meaning
+        on POSIX, a hard stop on Windows)."""
         if not self.running:
             return
         self.cancel_requested = True
@@ -159,56 +158,57 @@ class WorkerRunner:
             log.info("could not write 'cancel' to the worker; terminating it")
             self.terminate()
             return
-        timer = threading.Timer(self.cancel_grace_s, self._terminate_if_running)
-        timer.daemon = True
-        timer.start()
+        self._terminate_at = time.monotonic() + self.cancel_grace_s  # poll() sends SIGTERM then
 
     def terminate(self) -> None:
+        """SIGTERM to the worker and every process it started (the worker saves its partial
+        result on SIGTERM; on Windows this is a hard stop)."""
         if self.running:
-            self.process.terminate()
+            self._signal_tree(hard=False)
 
     def kill(self) -> None:
-        """Hard stop; the checkpoint and the last preview in the job folder remain."""
+        """Hard stop of the worker and every process it started; the checkpoint and the last
+        preview in the job folder remain."""
         if self.running:
-            self.process.kill()
+            self._signal_tree(hard=True)
 
-    # --- reader threads -----------------------------------------------------------------
-    def _read_stdout(self, stream) -> None:
+    def _signal_tree(self, hard: bool) -> None:
+        # Slicer's PythonSlicer is a launcher that starts the real Python as its child and passes
+        # stdin through but no signals: signalling the launcher alone leaves the worker running.
+        if not isinstance(self.process, subprocess.Popen):  # a test's stand-in: no real tree
+            (self.process.kill if hard else self.process.terminate)()
+            return
+        if os.name == "nt":
+            # taskkill /T ends the whole tree; /F because a console process may ignore the request
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True, check=False)
+            return
         try:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-                if not line:
-                    break
-                event = parse_event_line(line)
-                if event is None:
-                    if line.strip():
-                        self.malformed.append(line.rstrip("\n"))
-                        log.warning("worker stdout line is not an event: %r", line[:200])
-                    continue
-                self._queue.put(event)
-        except Exception:  # a broken stream must end the reader, not raise into nowhere
-            log.exception("reading the worker's stdout failed")
-        finally:
-            _close(stream)
+            # started with start_new_session: the worker's process group is its whole tree
+            os.killpg(self.process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # ended meanwhile
 
-    def _read_stderr(self, stream) -> None:
-        try:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-                if not line:
-                    break
-                line = line.rstrip("\n")
-                self.stderr_tail.append(line)
-                log.debug("worker: %s", line)
-        except Exception:
-            log.exception("reading the worker's stderr failed")
-        finally:
-            _close(stream)
+    # --- pipes ------------------------------------------------------------------------------
+    def _drain_once(self) -> list:
+        """Events from what stdout holds now; stderr lines go to the tail and the debug log."""
+        events = []
+        if len(self._readers) != 2:
+            return events
+        for line in self._readers[0].read_lines():
+            event = parse_event_line(line)
+            if event is None:
+                if line.strip():
+                    self.malformed.append(line.rstrip("\n"))
+                    log.warning("worker stdout line is not an event: %r", line[:200])
+                continue
+            events.append(event)
+        for line in self._readers[1].read_lines():
+            self.stderr_tail.append(line.rstrip("\n"))
+            log.debug("worker: %s", line.rstrip("\n"))
+        return events
 
-    def _terminate_if_running(self) -> None:
-        if self.running:
-            log.info("worker still running %.0f s after cancel; sending SIGTERM", self.cancel_grace_s)
-            self.terminate()
+    def _read_pipes(self) -> None:
+        self._pending.extend(self._drain_once())
 
     def _died_event(self) -> dict:
         code = self.returncode
@@ -221,6 +221,63 @@ class WorkerRunner:
                            f"checkpoint.npy in {self.job_dir} keep the work done so far; "
                            "worker.log there has the details.",
                 "detail": tail, "returncode": code}
+
+
+class _LineReader:
+    """Complete text lines from a pipe, read without blocking: what the pipe holds now, the rest
+    at the next call. `eof` once the writer has closed it (or reading failed)."""
+
+    CHUNK = 65536
+
+    def __init__(self, stream, name: str):
+        self.stream, self.name = stream, name
+        self.eof = stream is None
+        self._buffer = b""
+        try:
+            self._fd = stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self._fd = None  # a file-like object without a descriptor (tests): plain reads
+        if self._fd is not None and os.name != "nt":
+            os.set_blocking(self._fd, False)
+
+    def read_lines(self) -> list:
+        if self.eof:
+            return []
+        while True:
+            try:
+                data = self._read_available()
+            except OSError as exc:  # a broken pipe ends the reading, it must not raise into the GUI
+                log.warning("reading the worker's %s failed: %s", self.name, exc)
+                data = b""
+            if data is None:  # nothing more just now
+                break
+            if not data:
+                self.eof = True
+                _close(self.stream)
+                break
+            self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if self.eof and self._buffer:
+            lines, self._buffer = lines + [self._buffer], b""
+        return [line.decode("utf-8", errors="replace") + "\n" for line in lines]
+
+    def _read_available(self):
+        """Bytes now in the pipe, b"" at its end, None when it is empty but still open."""
+        if self._fd is None:
+            return self.stream.read(self.CHUNK)
+        if os.name == "nt":
+            import _winapi
+            import msvcrt
+
+            try:
+                available = _winapi.PeekNamedPipe(msvcrt.get_osfhandle(self._fd), 0)[0]
+            except BrokenPipeError:
+                return b""
+            return os.read(self._fd, min(available, self.CHUNK)) if available else None
+        try:
+            return os.read(self._fd, self.CHUNK)
+        except BlockingIOError:
+            return None
 
 
 class _NeverStarted:

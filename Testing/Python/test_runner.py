@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -194,11 +195,12 @@ def test_runner_cancel_writes_to_stdin_then_terminates_after_the_grace_time(tmp_
     assert runner.running and runner.returncode is None
     runner.cancel()
     assert process.stdin.getvalue() == b"cancel\n" and process.signals == []
-    deadline = time.monotonic() + 3
+    deadline, events = time.monotonic() + 3, []
     while runner.running and time.monotonic() < deadline:
+        events += runner.poll()  # the Slicer timer's tick: it also sends SIGTERM once the grace time is over
         time.sleep(0.01)
     assert process.signals == ["TERM"] and runner.returncode == -15
-    events = _drain(runner)
+    events += _drain(runner)
     assert events[-1]["kind"] == "worker-died"
 
 
@@ -251,3 +253,59 @@ def test_fake_runner_cancel_and_kill():
     runner.poll()
     runner.kill()
     assert runner.poll()[0]["kind"] == "worker-died" and runner.returncode == -9
+
+
+# --- WorkerRunner with real processes --------------------------------------------------------------
+
+LAUNCHER = '''
+"""Behaves like Slicer's PythonSlicer: starts the real interpreter as a child, passes stdin
+through (inherited), forwards no signal, and waits."""
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import os, sys, time; print(os.getpid(), flush=True); time.sleep(120)"])
+sys.exit(child.wait())
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "State:\\tZ" not in f.read()  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(os.name == "nt" or not os.path.isdir("/proc"), reason="POSIX process groups, read from /proc")
+@pytest.mark.parametrize("stop", ["kill", "terminate"])
+def test_stopping_the_runner_ends_the_worker_behind_a_launcher(tmp_path, stop):
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(LAUNCHER)
+
+    class LauncherRunner(WorkerRunner):
+        def command(self):
+            return [self.python, str(launcher)]
+
+    runner = LauncherRunner(tmp_path, python=sys.executable).start()
+    deadline = time.monotonic() + 20
+    while not runner.malformed and time.monotonic() < deadline:  # the child's pid is not an event
+        runner.poll()
+        time.sleep(0.02)
+    worker_pid = int(runner.malformed[0])
+    assert _alive(worker_pid) and runner.running
+    getattr(runner, stop)()
+    assert runner.wait(timeout=10) is not None
+    deadline = time.monotonic() + 5
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(worker_pid), f"{stop}() left the launcher's child {worker_pid} running"
+
+
+def test_a_real_worker_reports_a_bad_job_over_the_pipe(tmp_path):
+    """The real runner and the real worker process: a job with no measurement file ends with one
+    `error` event of kind bad-input and exit code 2."""
+    from INRReconLib.worker.job import write_job
+
+    write_job(tmp_path, measurement=str(tmp_path / "missing.h5"), method="fbp")
+    runner = WorkerRunner(tmp_path, python=sys.executable).start()
+    events = _drain(runner, timeout=120)
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad-input"
+    assert "missing.h5" in events[-1]["message"] and runner.returncode == 2

@@ -152,17 +152,23 @@ def test_session_streams_preview_plot_and_output(ct_case):
     job = made[0][0]
     assert job["method"] == "nerp" and job["iterations"] == 5 and job["prior"].endswith("prior.nrrd")
 
-    seen_preview_values = []
+    seen_preview_values, preview_ids = [], set()
     while not session.state.finished:
         session.poll()
         if session.preview_node is not None:
+            preview_ids.add(session.preview_node.GetID())
             seen_preview_values.append(float(V.array_from_volume(session.preview_node).max()))
+            last_preview = V.array_from_volume(session.preview_node).copy()
+            last_preview_matrix = V.get_ijk_to_ras(session.preview_node)
     state = session.state
     assert state.status == "done" and state.percent == 100.0 and state.loss == pytest.approx(0.2)
-    # Preview: updated in place as the run goes on, on the measurement grid (overlays the prior).
+    # Preview: one node updated in place as the run goes on, on the measurement grid (overlays the
+    # prior), removed once the result is in the scene.
     assert len(set(seen_preview_values)) >= 2 and seen_preview_values[0] < seen_preview_values[-1]
-    assert np.allclose(V.get_ijk_to_ras(session.preview_node), V.get_ijk_to_ras(prior))
-    assert np.allclose(V.array_from_volume(session.preview_node), phantom(grid, 1.2)[0] * 4 / 5, atol=1e-6)
+    assert len(preview_ids) == 1 and session.preview_node is None
+    assert all(scene.GetNodeByID(i) is None for i in preview_ids)
+    assert np.allclose(last_preview_matrix, V.get_ijk_to_ras(prior))
+    assert np.allclose(last_preview, phantom(grid, 1.2)[0] * 4 / 5, atol=1e-6)
     # Convergence table: one row per iteration, loss and PSNR as reported; a chart with two series.
     rows = session.plot.rows()
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
@@ -317,3 +323,82 @@ def test_measurement_display_ct_and_mr(tmp_path):
     assert density[0, 0, 0] == pytest.approx(1.0) and density[0, 2, 0] == pytest.approx(0.5)
     assert density[0, 1, 0] == pytest.approx(0.5) and density[0, 13, 0] == 0.0
     assert "acceleration" in mr_node.GetDescription()
+
+
+def test_series_state_names_the_fraction_once_and_the_plot_does_not_jump(ct_case):
+    scene, grid, prior, _, tmp = ct_case
+    paths = [write_ct_measurement(tmp / f"fx{n}.h5", grid, fraction=n) for n in (1, 2)]
+    series = SeriesSession(scene, scripted_factory(grid, n_progress=4, with_preview=False), tmp / "series", paths,
+                           prior_node=prior, method="tv")
+    series.start()
+    stages = []
+    while not series.finished:
+        series.poll()
+        stages.append(series.state.stage)  # read often, as the widget's timer does
+        stages.append(series.state.stage)
+    running = [s for s in stages if s.startswith("fraction")]
+    assert running and all(s.count("fraction") == 1 for s in running), running[:4]
+    # each fraction's plot counts its own iterations 1..4: no offset from a stage that seemed to change
+    for session in series.sessions:
+        assert [row[0] for row in session.plot.rows()] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_layouts_show_the_plot_and_the_tumour_table(ct_case):
+    from INRReconLib.scene.compare import PLOT_TAG, TABLE_TAG, show_progress_layout, show_table
+    from INRReconLib.scene.progress_plot import ProgressPlot
+
+    scene, grid, prior, _, _ = ct_case
+    plot = ProgressPlot(scene, "fraction1")
+    plot_view = show_progress_layout(scene, plot.chart_node)
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    xml = layout.GetCurrentLayoutDescription()
+    assert f'class="vtkMRMLPlotViewNode" singletontag="{PLOT_TAG}"' in xml
+    assert all(f'singletontag="{t}"' in xml for t in ("Red", "Yellow", "Green"))
+    assert plot_view.GetPlotChartNodeID() == plot.chart_node.GetID()
+
+    recon = V.add_volume(scene, phantom(grid, 1.5), V.ijk_to_ras_from_grid(grid), "fraction1")
+    setup_comparison(scene, prior, recon)
+    xml = layout.GetCurrentLayoutDescription()
+    assert f'class="vtkMRMLTableViewNode" singletontag="{TABLE_TAG}"' in xml
+    labels = np.zeros(grid.shape, np.uint8)
+    labels[0, 10:14, 8:13] = 1
+    labelmap = V.add_volume(scene, labels, V.ijk_to_ras_from_grid(grid), "tumour", class_name="vtkMRMLLabelMapVolumeNode")
+    table, _rows = tumour_statistics(scene, labelmap, [prior, recon])
+    assert show_table(scene, table).GetTableNodeID() == table.GetID()
+    # the comparison views carry their colours and labels however they were created
+    view = next(scene.GetNthNodeByClass(i, "vtkMRMLSliceNode") for i in range(scene.GetNumberOfNodesByClass(
+        "vtkMRMLSliceNode")) if scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName() == "INRDifference")
+    assert view.GetLayoutLabel() == "D" and view.GetLayoutColor() == pytest.approx((0xCC / 255, 0x79 / 255, 0xA7 / 255))
+
+
+def test_the_prior_candidate_is_a_patient_image(ct_case, tmp_path):
+    scene = new_scene()
+    grid = make_grid()
+    m = V.ijk_to_ras_from_grid(grid)
+    assert V.candidate_prior(scene) is None
+    load_measurement_nodes(scene, write_ct_measurement(tmp_path / "f.h5", grid))  # a sinogram shown as a volume
+    V.add_volume(scene, np.zeros(grid.shape, np.uint8), m, "tumour", class_name="vtkMRMLLabelMapVolumeNode")
+    preview = V.add_volume(scene, phantom(grid), m, "preview")
+    preview.SetAttribute(V.PREVIEW_ATTRIBUTE, "1")
+    assert V.candidate_prior(scene) is None
+    ct = V.add_volume(scene, phantom(grid), m, "planning CT")
+    assert V.candidate_prior(scene) is ct
+    recon = V.add_volume(scene, phantom(grid), m, "fraction 1")
+    recon.SetAttribute("INRRecon.measurement", "/x/f1.h5")
+    recon.SetAttribute("INRRecon.method", "nerp")
+    assert V.is_patient_image(recon)  # a result can be the next fraction's prior
+
+
+def test_previews_go_to_the_standard_views_only(ct_case):
+    from INRReconLib.scene.compare import ensure_slice_view_nodes
+
+    scene, grid, prior, _, _ = ct_case
+    for tag in ("Red", "Yellow", "Green", "INRPrior"):
+        ensure_slice_view_nodes(scene, tag)[1].SetBackgroundVolumeID(None)
+    preview = V.add_volume(scene, phantom(grid), V.ijk_to_ras_from_grid(grid), "preview")
+    assert V.show_in_standard_views(scene, background=prior, foreground=preview) == 3
+    composites = {scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode").GetLayoutName():
+                  scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))}
+    assert composites["Red"].GetForegroundVolumeID() == preview.GetID()
+    assert composites["INRPrior"].GetBackgroundVolumeID() is None

@@ -65,10 +65,12 @@ def test_real_worker_streams_preview_and_output(real_case):
         session.poll()
         if session.preview_node is not None:
             previews.append(float(np.abs(V.array_from_volume(session.preview_node)).sum()))
+            preview_matrix = V.get_ijk_to_ras(session.preview_node)
         time.sleep(0.02)
     assert session.state.status == "done", (session.state.message, session.log)
     assert previews, "no preview arrived"
-    assert np.allclose(V.get_ijk_to_ras(session.preview_node), V.get_ijk_to_ras(prior), atol=1e-6)
+    assert np.allclose(preview_matrix, V.get_ijk_to_ras(prior), atol=1e-6)
+    assert session.preview_node is None  # dropped once the output is in the scene
     assert session.plot.n_rows >= 3
     out = scene.GetNodeByID(session.state.output_node_id)
     assert out is not prior and out.GetName() == "fraction1"

@@ -1,0 +1,225 @@
+"""The module on Slicer's own Python layer (parameterNodeWrapper, ScriptedLoadableModule), real
+MRML (slicer-core) and stand-ins for PythonQt's widgets. Run in its own process by
+Testing/Python/test_slicer_api.py when INRRECON_SLICER_SOURCE names a Slicer source tree:
+
+    INRRECON_SLICER_SOURCE=~/src/Slicer python -m pytest Testing/SlicerAPI -p no:cacheprovider
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import boot as _boot  # noqa: E402
+
+if _boot.slicer_python_dir() is None:
+    pytest.skip(f"set {_boot.SOURCE_VARIABLE} to a Slicer source checkout", allow_module_level=True)
+
+
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+_import_warnings = _Recorder()
+logging.getLogger().addHandler(_import_warnings)
+slicer, INRRecon = _boot.boot()
+logging.getLogger().removeHandler(_import_warnings)
+import qt  # noqa: E402  (the stand-in, as Slicer's code sees it)
+
+from INRReconLib.io.measurement import write_measurement  # noqa: E402
+from INRReconLib.scene.volumes import add_volume, ijk_to_ras_from_grid  # noqa: E402
+from INRReconLib.worker.runner import FakeRunner  # noqa: E402
+
+sys.path.insert(0, str(_boot.REPO / "Testing" / "Python"))
+from inr_cases import sparse_cone_case, sparse_ct_case  # noqa: E402
+
+slicer.util.delayDisplay = lambda message, *args, **kwargs: logging.info(message)
+
+
+@pytest.fixture(autouse=True)
+def clean_scene():
+    slicer.mrmlScene.Clear()
+    qt.QSettings._store.clear()
+    yield
+
+
+@pytest.fixture
+def widget():
+    parent = slicer.qMRMLWidget()
+    parent.setLayout(qt.QVBoxLayout())
+    w = INRRecon.INRReconWidget(parent)
+    w.setup()
+    w.parent.isEntered = True
+    yield w
+    w.cleanup()
+
+
+def ct_file(tmp_path, name="slice.h5", cone=False):
+    return str(write_measurement((sparse_cone_case() if cone else sparse_ct_case())[0], tmp_path / name))
+
+
+def test_the_parameter_node_is_built_with_every_default():
+    assert not [m for m in _import_warnings.messages if "nused annotation" in m], _import_warnings.messages
+    p = INRRecon.INRReconLogic().getParameterNode()
+    assert p.method == "nerp" and p.preset == "hash-ct" and p.chainPriors is True
+    assert p.measurementPath == "" and p.seriesPaths == ""
+    for name in ("priorVolume", "outputVolume", "tumourSegmentation"):
+        assert getattr(p, name) is None
+    assert "pythonExecutable" not in p.allParameters  # never chosen by a scene
+
+
+def test_every_parameter_round_trips_through_the_node():
+    p = INRRecon.INRReconLogic().getParameterNode()
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    lab = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    vol = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    values = dict(priorVolume=vol, measurementPath="/data/f1.h5", seriesPaths="/data/f2.h5\n/data/f3.h5",
+                  chainPriors=False, method="tv", preset="nerp-ct", iterations=12, embedIterations=0,
+                  embedLearningRate=0.000123, learningRate=0.0005, loss="fls", priorRegistration="deformable",
+                  priorSliceSearch=4.5, tvWeight=0.0, coarseToFine=0.25, useADMM=True, admmRho=0.5, device="cpu",
+                  outputUpsampling=2, outputVolume=vol, tumourSegmentation=seg)
+    for key, value in values.items():
+        setattr(p, key, value)
+    again = INRRecon.INRReconParameterNode(p.parameterNode)
+    for key, value in values.items():
+        assert getattr(again, key) == value, key
+    again.tumourSegmentation = lab
+    assert again.tumourSegmentation is lab
+    again.tumourSegmentation = None
+    assert again.tumourSegmentation is None
+
+
+def test_settings_survive_leaving_and_entering_the_module(widget):
+    p = widget._parameterNode
+    p.method, p.preset, p.loss, p.priorRegistration, p.device = "tv", "nerp-ct", "fls", "deformable", "cpu"
+    for _ in range(3):
+        widget.exit()
+        widget.enter()
+    assert (p.method, p.preset, p.loss, p.priorRegistration, p.device) == ("tv", "nerp-ct", "fls", "deformable", "cpu")
+    assert widget.ui.methodComboBox.currentText == "tv" and widget.ui.deviceComboBox.currentText == "cpu"
+    # one connection per widget: a change in the GUI reaches the node, and only the live connector writes it
+    assert len(widget.ui.methodComboBox.currentIndexChanged.slots) == 1
+    widget.ui.lossComboBox.currentIndex = widget.ui.lossComboBox.findText("l1")
+    assert p.loss == "l1"
+
+
+def test_settings_loaded_from_a_scene_are_shown(widget):
+    p = widget._parameterNode
+    p.method, p.iterations = "cgls", 77  # as a scene file sets them
+    widget.exit()
+    widget.enter()
+    assert widget.ui.methodComboBox.currentText == "cgls" and widget.ui.iterationsSpinBox.value == 77
+
+
+def test_typing_in_the_series_box_keeps_the_order(widget):
+    widget.ui.seriesPathsTextEdit.typeText("abc.h5")
+    assert widget._parameterNode.seriesPaths == "abc.h5"
+    assert widget.ui.seriesPathsTextEdit.toPlainText() == "abc.h5"
+
+
+def test_an_unset_path_shows_empty(widget):
+    assert widget.ui.measurementPathLineEdit.currentPath == ""
+    widget.ui.measurementPathLineEdit.currentPath = "/data/x.h5"
+    assert widget._parameterNode.measurementPath == "/data/x.h5"
+
+
+def test_learning_rates_take_small_steps(widget):
+    for name in ("learningRateSpinBox", "embedLearningRateSpinBox"):
+        box = getattr(widget.ui, name)
+        assert box.decimals >= 5 and box.singleStep <= 1e-3, name
+        box.value = 0.00025
+        assert box.value == pytest.approx(0.00025)
+    assert widget._parameterNode.embedLearningRate == pytest.approx(0.00025)
+
+
+def test_choosing_a_measurement_before_h5py_is_installed(widget, tmp_path, monkeypatch):
+    path = ct_file(tmp_path, cone=True)
+    widget._parameterNode.method = "fbp"
+    import h5py
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py -> ModuleNotFoundError
+    widget.ui.measurementPathLineEdit.currentPath = path  # no exception out of the observer
+    assert widget.ui.applyButton.enabled and widget._parameterNode.preset == "hash-ct"
+    monkeypatch.setitem(sys.modules, "h5py", h5py)
+    widget._checkCanApply()  # what Apply does after installing it
+    assert widget._parameterNode.preset == "hash-cone"
+
+
+def test_the_prior_is_not_a_labelmap_or_a_sinogram(widget, tmp_path):
+    from INRReconLib.scene.measurement_display import load_measurement_nodes
+
+    grid = sparse_ct_case()[0].grid
+    load_measurement_nodes(slicer.mrmlScene, ct_file(tmp_path))
+    add_volume(slicer.mrmlScene, np.zeros(grid.shape, np.uint8), ijk_to_ras_from_grid(grid), "tumour",
+               class_name="vtkMRMLLabelMapVolumeNode")
+    ct = add_volume(slicer.mrmlScene, np.ones(grid.shape, np.float32), ijk_to_ras_from_grid(grid), "planning CT")
+    widget.logic.getParameterNode().priorVolume = None
+    widget.enter()
+    assert widget._parameterNode.priorVolume is ct
+
+
+def test_the_worker_python_is_an_application_setting(widget, monkeypatch):
+    widget.ui.pythonExecutableLineEdit.currentPath = sys.executable
+    assert INRRecon.workerPythonSetting() == sys.executable
+    assert "pythonExecutable" not in widget._parameterNode.allParameters
+    monkeypatch.setattr(slicer.app, "_startup_env", {"PATH": os.environ.get("PATH", ""), "PYTHONHOME": "/slicer",
+                                                     "PYTHONNOUSERSITE": "1", "HOME": "/home/u"})
+    env = INRRecon._foreignPythonEnvironment()
+    assert "PYTHONHOME" not in env and "PYTHONNOUSERSITE" not in env and env["HOME"] == "/home/u"
+    runner = widget.logic._factory()("/tmp/job")
+    assert runner.python == sys.executable and "PYTHONHOME" not in runner.child_env()
+    with pytest.raises(RuntimeError, match="lacks"):
+        monkeypatch.setattr("INRReconLib.worker.packages.worker_packages", lambda: ("no_such_package_xyz",))
+        widget.logic.ensureDependencies()
+
+
+def test_the_reader_claims_measurement_files_over_transforms(tmp_path):
+    reader = INRRecon.INRReconFileReader(None)
+    path = ct_file(tmp_path)
+    confidence = reader.canLoadFileConfidence(path)
+    assert isinstance(confidence, float) and confidence > 0.5 + 0.01 * len(".h5")
+    other = tmp_path / "transform.h5"
+    other.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    assert reader.canLoadFileConfidence(str(other)) == 0.0
+    assert reader.canLoadFileConfidence(str(tmp_path / "x.nrrd")) == 0.0
+    # what Slicer does with a dropped file: the most confident reader wins, whatever the module order
+    assert slicer.app.coreIOManager().fileType(path) == "INRReconMeasurement"
+    assert slicer.app.coreIOManager().fileType(str(other)) == "TransformFile"
+
+
+def test_apply_runs_a_scripted_worker_and_cleans_up(widget, tmp_path):
+    from INRReconLib.io.volume import write_volume
+
+    case = sparse_ct_case()[0]
+    path = ct_file(tmp_path)
+    out = tmp_path / "out.nrrd"
+    write_volume(out, np.ones(case.grid.shape, np.float32), case.grid)
+    script = [{"event": "started"}, {"event": "progress", "stage": "sirt", "iteration": 1, "total": 2, "loss": 2.0},
+              {"event": "progress", "stage": "sirt", "iteration": 2, "total": 2, "loss": 1.0},
+              {"event": "result", "output": str(out), "cancelled": False, "metrics": {}}]
+    jobs = []
+    widget.logic.runnerFactory = lambda job_dir: jobs.append(job_dir) or FakeRunner(script, job_dir=job_dir)
+    p = widget._parameterNode
+    p.method, p.measurementPath = "sirt", path
+    assert widget.ui.applyButton.enabled
+    widget.ui.applyButton.click()
+    assert widget.ui.applyButton.text == "Cancel"
+    for _ in range(20):
+        widget._timer.fire()
+    assert widget.ui.applyButton.text == "Apply" and p.outputVolume is not None
+    assert not Path(jobs[0]).parent.exists()  # the job folder went once the result was in the scene
+    assert widget.ui.progressBar.value == 100
+
+
+def test_the_self_test_passes():
+    test = INRRecon.INRReconTest()
+    test.runTest()
