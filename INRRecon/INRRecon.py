@@ -238,7 +238,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """Module closing: stop a running reconstruction, drop observers."""
         if self.logic is not None:
-            self.logic.cancel()
+            self.logic.terminate()
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
@@ -252,7 +252,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         # The scene's nodes are about to go: a run must not write into them any more.
         if self.logic is not None:
-            self.logic.cancel()
+            self.logic.terminate()
             self.logic.abandon()
         self._showIdle()
         self.setParameterNode(None)
@@ -546,8 +546,14 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         self.jobRoot = None
 
     def cancel(self) -> None:
+        """Stop at the next iteration and keep the partial result (poll() brings it in)."""
         if self.running:
             self.session.cancel()
+
+    def terminate(self) -> None:
+        """Stop the worker and every process it started now, when nothing will poll any more."""
+        if self.running:
+            self.session.terminate()
 
     def abandon(self) -> None:
         """Forget the run (scene closing): its nodes are gone, nothing more is written."""

@@ -53,11 +53,10 @@ def _magnitude(img):
 
 
 def _scale_mr(img, truth):
-    """MR magnitude compared after the least-squares scale to the truth (the absolute scale of
-    MR intensities is arbitrary)."""
-    m = _magnitude(img)
-    s = float((m * truth).sum() / max((m * m).sum(), 1e-12))
-    return m * s
+    """MR magnitude after the least-squares scale to the truth (metrics.scale_to_reference)."""
+    from .methods.metrics import scale_to_reference
+
+    return scale_to_reference(_magnitude(img), truth)
 
 
 def _run_one(case, spec, iterations, device, curve_every=0):

@@ -1,4 +1,4 @@
-"""The measurement file (FORMAT.md, version 1): one acquisition in one HDF5 file.
+"""The measurement file (docs/measurement-format.md, version 1): one acquisition in one HDF5 file.
 
 `read_measurement` validates everything and fails with an `InputError` that names the HDF5 field
 and the fix; `write_measurement` validates first and writes atomically (temporary file in the
@@ -23,7 +23,7 @@ from ..physics.mr_geometry import MRGeometry
 FORMAT_NAME = "inrrecon-measurement"
 FORMAT_VERSION = 1
 
-# Root attributes with a meaning in FORMAT.md; any other root attribute round-trips as is.
+# Root attributes with a meaning in docs/measurement-format.md; any other root attribute round-trips as is.
 _RESERVED_ROOT = ("format", "version", "modality")
 _CIRCULAR_ATTRS = ("angles_rad", "source_to_isocenter_mm", "isocenter_to_detector_mm", "detector_offset_mm")
 _MR_DATASETS = ("mask", "trajectory", "coil_maps", "dcf", "frame_times_s")
@@ -61,7 +61,7 @@ class Measurement:
 
 
 def validate_measurement(m: Measurement) -> None:
-    """Check a Measurement against FORMAT.md v1; raise InputError naming the field and the fix."""
+    """Check a Measurement against docs/measurement-format.md v1; raise InputError naming the field and the fix."""
     if m.modality not in ("CT", "MR"):
         raise InputError("/ modality", f"must be 'CT' or 'MR', got {m.modality!r}.",
                          "Set the root attribute modality to CT (line integrals) or MR (k-space).")
@@ -123,8 +123,15 @@ def _geom_name(geometry) -> str:
 
 
 def _spatial_shape(grid: ImageGrid) -> tuple:
-    """MR spatial shape per FORMAT.md: (ny, nx) for 2D grids, (nz, ny, nx) for 3D."""
+    """MR spatial shape per docs/measurement-format.md: (ny, nx) for 2D grids, (nz, ny, nx) for 3D."""
     return grid.shape[1:] if grid.is_2d else grid.shape
+
+
+def _on_grid(shape, lead: int, grid: ImageGrid) -> bool:
+    """`shape` is [lead, (nz,) ny, nx] on the grid; a 2D grid also takes an explicit nz = 1 axis
+    ([lead, 1, ny, nx]), which the MR operator accepts too."""
+    shape, spatial = tuple(shape), tuple(_spatial_shape(grid))
+    return shape == (lead,) + spatial or (grid.is_2d and shape == (lead, 1) + spatial)
 
 
 def _validate_mr(data, grid: ImageGrid, geometry) -> None:
@@ -139,7 +146,7 @@ def _validate_mr(data, grid: ImageGrid, geometry) -> None:
     dims = "[n_frames, ny, nx]" if grid.is_2d else "[n_frames, nz, ny, nx]"
     if geometry.type == "cartesian":
         mask = np.asarray(geometry.mask)
-        if mask.shape != (n_frames,) + tuple(spatial):
+        if not _on_grid(mask.shape, n_frames, grid):
             raise InputError("/geometry/mask", f"must have shape {dims} = {[n_frames, *spatial]} (frames from /data, "
                              f"grid from /grid), got {list(mask.shape)}.",
                              "Store one bool sampling mask per frame on the image grid.")
@@ -167,7 +174,7 @@ def _validate_mr(data, grid: ImageGrid, geometry) -> None:
                              "Store coil sensitivities complex64 [n_coils, (nz,) ny, nx], or combine to one coil.")
     else:
         maps = np.asarray(geometry.coil_maps)
-        if maps.shape != (n_coils,) + tuple(spatial):
+        if not _on_grid(maps.shape, n_coils, grid):
             raise InputError("/geometry/coil_maps", f"must have shape [n_coils, {'' if grid.is_2d else 'nz, '}ny, nx] = "
                              f"{[n_coils, *spatial]}, got {list(maps.shape)}.",
                              "One sensitivity map per coil of /data, on the image grid.")
@@ -231,7 +238,7 @@ def _attr_value(value):
 
 
 def write_measurement(m: Measurement, path) -> Path:
-    """Validate `m` and write it to `path` (HDF5, FORMAT.md v1) atomically. Returns the path."""
+    """Validate `m` and write it to `path` (HDF5, docs/measurement-format.md v1) atomically. Returns the path."""
     import h5py
 
     validate_measurement(m)
@@ -392,7 +399,7 @@ def _read_mr_geometry(geo) -> MRGeometry:
 
 
 def read_measurement(path) -> Measurement:
-    """Read and validate a measurement file (FORMAT.md v1).
+    """Read and validate a measurement file (docs/measurement-format.md v1).
 
     Raises InputError naming the field (e.g. "/geometry/vectors") and the fix for anything that
     does not follow the format. CT data come back float32, MR data complex64.

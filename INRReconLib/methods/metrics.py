@@ -132,6 +132,16 @@ def ssim(x, ref, data_range=None, mask=None) -> float:
     return float(np.mean(smap[region]))
 
 
+def scale_to_reference(x, ref) -> np.ndarray:
+    """|x| times the least-squares scale onto |ref|: how MR magnitudes are compared everywhere
+    (the worker's `reference` metrics and `inrrecon bench`), since MR intensity has no absolute
+    scale. x may hold several frames of ref's shape."""
+    m = np.abs(np.asarray(x))
+    r = np.abs(np.asarray(ref))
+    s = float((m * r).sum() / max(float((m * m).sum()), 1e-30))
+    return m * s
+
+
 def image_metrics(x, ref, roi=None, data_range=None) -> dict:
     """psnr (dB), ssim, nrmse of `x` against `ref`; with an ROI mask also roi_psnr, roi_ssim
     (and roi_nrmse), using the whole reference's data range."""

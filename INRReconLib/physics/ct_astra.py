@@ -8,7 +8,7 @@ used.
 Conventions (our grid frame -> astra 3D):
 - volume array [nz, ny, nx] = astra's [slices, rows, cols]; window = the grid's physical extent
   centred on 0, so the per-view vectors (mm) are passed unchanged as `cone_vec` /
-  `parallel3d_vec` (same meaning as FORMAT.md's vectors).
+  `parallel3d_vec` (same meaning as docs/measurement-format.md's vectors).
 - astra's projection array is [n_rows, n_views, n_cols]; we permute to [n_views, n_rows, n_cols].
 Not run on these development machines (no GPU): `test_ct_projector.py` compares this backend with
 the torch one when CUDA is available.

@@ -1,4 +1,4 @@
-"""CT acquisition geometry as per-view vectors (FORMAT.md `/geometry`, ASTRA `*_vec` meaning).
+"""CT acquisition geometry as per-view vectors (docs/measurement-format.md `/geometry`, ASTRA `*_vec` meaning).
 
 All positions are in the *grid frame*: millimetres along the image grid's index axes (x with i,
 y with j, z with k), origin at the grid centre. The vectors are authoritative; the circular-scan
@@ -81,7 +81,7 @@ def _rotation_frame(angles):
 def parallel_geometry(angles_rad, n_cols, col_spacing_mm, n_rows=1, row_spacing_mm=1.0,
                       detector_offset_mm=0.0) -> CTGeometry:
     """Parallel beam rotating about z. For 2D (n_rows == 1) pass the grid's z spacing as
-    `row_spacing_mm` (FORMAT.md: v = (0, 0, sz))."""
+    `row_spacing_mm` (docs/measurement-format.md: v = (0, 0, sz))."""
     e_ray, e_u = _rotation_frame(angles_rad)
     n = len(e_ray)
     vec = np.zeros((n, 12))

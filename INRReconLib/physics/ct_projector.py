@@ -9,7 +9,7 @@ interpolated there (linear in the other axes, zero beyond the outer voxel centre
 `grid_sample`), so the dot-product test holds to float precision and gradients through
 `forward` are `adjoint`.
 
-Geometry is read from the per-view vectors (FORMAT.md), so detector offsets, half-fan scans and
+Geometry is read from the per-view vectors (docs/measurement-format.md), so detector offsets, half-fan scans and
 non-circular orbits need no special code. On a CUDA device with a CUDA-enabled astra-toolbox the
 astra backend (`ct_astra.py`) is used instead when `backend="auto"`.
 """

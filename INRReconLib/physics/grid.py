@@ -1,4 +1,4 @@
-"""The image grid a reconstruction lives on (FORMAT.md `/grid`)."""
+"""The image grid a reconstruction lives on (docs/measurement-format.md `/grid`)."""
 
 from __future__ import annotations
 

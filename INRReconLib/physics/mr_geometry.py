@@ -1,4 +1,4 @@
-"""MR acquisition geometry (FORMAT.md, MR part): Cartesian mask or non-Cartesian trajectory,
+"""MR acquisition geometry (docs/measurement-format.md, MR part): Cartesian mask or non-Cartesian trajectory,
 coil maps, density compensation, frame times."""
 
 from __future__ import annotations

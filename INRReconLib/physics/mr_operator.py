@@ -1,4 +1,4 @@
-"""The MR forward model (FORMAT.md, MR part): coil sensitivities, then a Cartesian FFT with a
+"""The MR forward model (docs/measurement-format.md, MR part): coil sensitivities, then a Cartesian FFT with a
 sampling mask or a non-Cartesian NUFFT (torchkbnufft) along a trajectory.
 
 Images are complex [n_frames, nz, ny, nx] (nz == 1 for 2D), k-space is complex
@@ -47,7 +47,7 @@ class MROperator:
 
     Non-Cartesian: `torchkbnufft.KbNufft(im_size, norm="ortho")`, grid 2x im_size, 6-point
     Kaiser–Bessel; one trajectory per frame (batched omega). Its scale is 1/sqrt(prod grid size),
-    unlike the orthonormal Cartesian FFT (FORMAT.md). Density compensation is never applied
+    unlike the orthonormal Cartesian FFT (docs/measurement-format.md). Density compensation is never applied
     here; methods pass it where they want it (`normal(x, dcf=...)`).
 
     Coil maps [n_coils, (nz,) ny, nx] multiply the image first; without them there is one coil of
@@ -109,7 +109,7 @@ class MROperator:
         idx = np.zeros((self.n_frames, self.n_samples), dtype=np.int64)
         valid = np.zeros((self.n_frames, self.n_samples), dtype=bool)
         for f in range(self.n_frames):
-            flat = np.flatnonzero(mask[f].ravel())  # C order, as FORMAT.md says
+            flat = np.flatnonzero(mask[f].ravel())  # C order, as docs/measurement-format.md says
             idx[f, :flat.size] = flat
             valid[f, :flat.size] = True
         self.mask = torch.as_tensor(mask, device=self.device)

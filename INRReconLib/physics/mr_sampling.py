@@ -1,7 +1,7 @@
 """MR sampling patterns and coil sensitivities for simulation: golden-angle radial trajectories,
 variable-density Cartesian masks, birdcage-like coil maps and Pipe–Menon density compensation.
 
-Conventions follow FORMAT.md: trajectories in rad/voxel in [-pi, pi) with axes in image array
+Conventions follow docs/measurement-format.md: trajectories in rad/voxel in [-pi, pi) with axes in image array
 order ([z,] y, x); Cartesian masks on the centred k-space grid (DC at index n // 2).
 """
 

@@ -1,4 +1,4 @@
-"""Showing a measurement file (FORMAT.md) in the scene, so a physicist can inspect it before a run.
+"""Showing a measurement file (docs/measurement-format.md) in the scene, so a physicist can inspect it before a run.
 
 CT: the sinogram as a volume, array (n_views, n_rows, n_cols): scroll through views on the slice
 axis (2D scans: one image, views down, detector columns across).
@@ -55,9 +55,9 @@ def read_measurement_header(path) -> dict:
             attrs = {k: _attr(v) for k, v in f.attrs.items()}
             if attrs.get("format") != FORMAT_NAME:
                 raise InputError("/ format", f"{path.name} is not an INRRecon measurement file.",
-                                 "Write it with `inrrecon simulate` or an importer (see FORMAT.md).")
+                                 "Write it with `inrrecon simulate` or an importer (see docs/measurement-format.md).")
             if "grid" not in f:
-                raise InputError("/grid", f"{path.name} has no /grid group.", "Add the image grid (see FORMAT.md).")
+                raise InputError("/grid", f"{path.name} has no /grid group.", "Add the image grid (see docs/measurement-format.md).")
             g = {k: np.asarray(v).tolist() for k, v in f["grid"].attrs.items()}
             geometry = str(_attr(f["geometry"].attrs.get("type", ""))) if "geometry" in f else ""
     except OSError as exc:

@@ -127,6 +127,11 @@ class SeriesSession:
         if self.current is not None:
             self.current.cancel()
 
+    def terminate(self):
+        """Stop the running fraction's worker now (see ReconstructionSession.terminate)."""
+        if self.current is not None:
+            self.current.terminate()
+
     def wait(self, timeout_s: float = 1200.0, interval_s: float = 0.05):
         import time
 

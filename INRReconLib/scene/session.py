@@ -148,6 +148,13 @@ class ReconstructionSession:
         if self.runner is not None and not self.state.finished:
             self.runner.cancel()
 
+    def terminate(self):
+        """Stop the worker now (SIGTERM to its process tree: it saves the partial result if it
+        can) without waiting for events: for when nobody will poll any more (module or scene
+        closing)."""
+        if self.runner is not None and not self.state.finished:
+            self.runner.terminate()
+
     def poll(self) -> list[dict]:
         """Handle every event the runner has now; returns them. Safe to call after the end."""
         if self.runner is None or self.state.finished:

@@ -22,7 +22,7 @@ DEFAULT_PREVIEW_EVERY = 10
 
 # key -> default; None where the key may be omitted. "measurement" and "method" are required.
 JOB_KEYS = {
-    "measurement": None,    # HDF5 measurement file (FORMAT.md)
+    "measurement": None,    # HDF5 measurement file (docs/measurement-format.md)
     "prior": None,          # earlier image of the patient (NRRD, NIfTI...), or null
     "method": None,         # a name of methods/registry.py METHODS
     "config": None,         # preset name, config file path, inline object, or null (method defaults)

@@ -441,17 +441,17 @@ def _metrics(job: dict, measurement, image: np.ndarray, result) -> dict:
         return metrics
     from ..io.prior import load_prior
     from ..io.volume import read_volume
-    from ..methods.metrics import image_metrics
+    from ..methods.metrics import image_metrics, scale_to_reference
 
     grid = measurement.grid
     reference = np.asarray(load_prior(job["reference"], measurement))
     if measurement.modality == "MR":
-        # MR magnitudes have no absolute scale: compare both divided by their 99.9th percentile
-        # (load_prior already did that to the reference).
+        # MR magnitudes have no absolute scale: the result after its least-squares scale onto
+        # the reference, as `inrrecon bench` scores them
         frames = np.abs(image.reshape((-1,) + tuple(grid.shape)))
-        x = frames[0] if frames.shape[0] == 1 else frames
-        x = x / max(float(np.percentile(x, 99.9)), 1e-30)
-        reference = np.abs(reference)
+        reference = np.abs(reference).reshape(grid.shape)
+        x = scale_to_reference(frames[0] if frames.shape[0] == 1 else frames,
+                               reference if frames.shape[0] == 1 else np.broadcast_to(reference, frames.shape))
     else:
         x = image.reshape(grid.shape)
     if reference.size != x.size:

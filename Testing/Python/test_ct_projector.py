@@ -96,7 +96,7 @@ def test_agrees_with_astra_2d(kind):
         astra_kind, projector = "fanflat_vec", "line_fanflat"
     v = geo.vectors
     vec2d = np.concatenate([v[:, 0:2], v[:, 3:5], v[:, 6:8]], axis=1)
-    vec2d[:, [1, 3, 5]] *= -1  # astra 2D's y axis points against the row index (FORMAT.md)
+    vec2d[:, [1, 3, 5]] *= -1  # astra 2D's y axis points against the row index (docs/measurement-format.md)
     proj_geom = astra.create_proj_geom(astra_kind, geo.n_cols, vec2d)
     pid = astra.create_projector(projector, proj_geom, vol_geom)
     sid, ref = astra.create_sino(img[0], pid)
@@ -119,7 +119,7 @@ def test_agrees_with_rtk_cone():
     geo = cone_geometry(angles, n_cols, pitch, sid, idd, n_rows=n_rows, row_spacing_mm=pitch)
     ours = CTProjector(geo, grid)(torch.from_numpy(img)).numpy()
 
-    # RTK frame: grid (x, y, z) -> (x, z, -y) (FORMAT.md); array [z, y, x] -> [-y, z, x].
+    # RTK frame: grid (x, y, z) -> (x, z, -y) (docs/measurement-format.md); array [z, y, x] -> [-y, z, x].
     # Checked numerically: RTK gantry angle = ours + 180 deg and RTK's detector columns run the
     # other way (our u at angle a maps to -x_rtk at RTK angle a + 180).
     geometry = rtk.ThreeDCircularProjectionGeometry.New()

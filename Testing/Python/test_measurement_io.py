@@ -251,3 +251,24 @@ def test_describe():
     assert "cartesian, 2 frame(s), 3 coil(s) (maps given), 50 samples" in text
     assert "acceleration (pixels / samples per frame): 3.84" in text
     assert "spokes per frame: 4" in describe_measurement(mr_radial())
+
+
+def test_2d_mr_with_an_explicit_single_slice_axis(tmp_path):
+    """A 2D mask and coil maps stored as [n, 1, ny, nx] are what the MR operator accepts: the
+    file is valid, and the data it gives are those of the [n, ny, nx] form."""
+    import torch
+
+    from INRReconLib.physics.mr_operator import MROperator
+
+    m = mr_cartesian(two_d=True)
+    g = m.geometry
+    explicit = MRGeometry("cartesian", mask=g.mask[:, None], coil_maps=g.coil_maps[:, None])
+    path = write_measurement(Measurement("MR", m.data, m.grid, explicit), tmp_path / "nz1.h5")
+    back = read_measurement(path)
+    image = torch.randn((g.n_frames,) + m.grid.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    plain = MROperator(g, m.grid).forward(image)
+    kept = MROperator(back.geometry, back.grid).forward(image)
+    torch.testing.assert_close(plain, kept)
+    wrong = MRGeometry("cartesian", mask=g.mask[:, None, None], coil_maps=g.coil_maps)
+    with pytest.raises(InputError, match="/geometry/mask"):
+        write_measurement(Measurement("MR", m.data, m.grid, wrong), tmp_path / "bad.h5")

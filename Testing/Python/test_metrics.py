@@ -92,3 +92,16 @@ def test_against_skimage():
     expected = metrics.structural_similarity(x, ref, data_range=dr, gaussian_weights=True, sigma=1.5,
                                              use_sample_covariance=False)
     assert ssim(x, ref) == pytest.approx(expected, rel=1e-10)
+
+
+def test_scale_to_reference_removes_the_mr_scale():
+    from INRReconLib.methods.metrics import scale_to_reference
+
+    rng = np.random.default_rng(1)
+    ref = rng.random((16, 16))
+    np.testing.assert_allclose(scale_to_reference(3.5 * ref * np.exp(1j * 0.3), ref), ref, rtol=1e-6)
+    noisy = ref + 0.1 * rng.standard_normal(ref.shape)
+    scaled = scale_to_reference(10 * noisy, ref)
+    # the least-squares scale: no other scale of the same image is closer to the reference
+    for s in (0.95, 1.05):
+        assert np.sum((scaled - ref) ** 2) < np.sum((s * scaled - ref) ** 2)

@@ -98,7 +98,8 @@ def test_cancel_returns_current_image(case):
                          iterations=50, monitor=mon)
     assert result.cancelled and result.iterations == 0 and getattr(result, "aligned_prior", None) is None
     assert result.extra["prior_registration"]["cancelled"]
-    assert mon.checks == 7  # 5 TV iterations, the registration's first iteration, the check after Execute() ended
+    # it stopped at the registration's next optimizer iteration, not at the end of the stage
+    assert 5 < mon.checks <= 5 + 3
     np.testing.assert_allclose(result.image, reconstruct(m, "tv", iterations=5).image)
 
 
@@ -241,7 +242,7 @@ def test_deformable_registration_follows_a_smooth_warp(case):
         stop = StopAfterChecks(n)
         out, info = align_prior(warped, truth, m.grid, "deformable", stop=stop.stop_requested)
         assert out is None and info["cancelled"]
-        assert stop.checks == n + 2  # the iteration that asked, and the check after Execute() ended
+        assert n < stop.checks <= n + 3  # within an iteration or two of the request, not the stage's end
 
 
 def test_grid_axes_isotropic():

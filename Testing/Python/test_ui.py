@@ -120,3 +120,18 @@ def test_preset_follows_the_chosen_measurement(tmp_path):
     assert preset_for_measurement(cone, "nerp-ct") == "nerp-ct"
     (tmp_path / "broken.h5").write_bytes(b"not hdf5")
     assert preset_for_measurement(tmp_path / "broken.h5", "hash-cone") == "hash-cone"
+
+
+def test_the_panel_picture_is_drawn_and_current(tmp_path):
+    """README shows docs/screenshots/module_panel.png: drawn from the current .ui and module file
+    (re-run `python Testing/render_panel.py` after changing either)."""
+    pytest.importorskip("PySide6", reason="PySide6 (pip install PySide6-Essentials) is not installed")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "Testing"))
+    import render_panel
+
+    out = render_panel.render(tmp_path / "panel.png")
+    assert out.stat().st_size > 10000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    committed = (ROOT / "docs" / "screenshots" / "module_panel.sha").read_text().strip()
+    assert committed == render_panel.source_digest(), "the panel picture is stale: python Testing/render_panel.py"
