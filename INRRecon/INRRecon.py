@@ -742,9 +742,10 @@ class INRReconFileReader:
 
 
 class INRReconTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer's CI with no network, no GPU and none of the worker's packages: the parameter
-    node, the scene side of a run driven by a scripted worker (preview, plot, result, prior kept),
-    the comparison and the measurement reader (when h5py is there). A real reconstruction in a
+    """Runs in Slicer's CI with no network, no GPU and none of the worker's packages, on the real
+    thorax slices that ship with INRReconLib: the parameter node, the scene side of a run driven by
+    a scripted worker (preview, plot, result, prior kept), the comparison and the measurement
+    reader (when h5py is there). A real reconstruction in a
     worker process is opt-in: set INRRECON_SELFTEST_FULL=1 (it may pip-install packages)."""
 
     def setUp(self):
@@ -763,15 +764,20 @@ class INRReconTest(ScriptedLoadableModuleTest):
 
     @staticmethod
     def _phantom():
+        """(grid, prior, truth) in 1/mm on a 64² grid from the real thorax slices that ship with
+        INRReconLib: the nodule's slice is the truth, the slice 4 mm away the prior."""
         import numpy as np
 
+        from INRReconLib.cases import EMBEDDED_CT, EMBEDDED_NODULE_SLICE
+        from INRReconLib.io.volume import hu_to_mu, read_volume
         from INRReconLib.physics.grid import ImageGrid
 
-        grid = ImageGrid.centred((1, 32, 32), (1.0, 1.0, 1.0))
-        y, x = np.mgrid[0:32, 0:32]
-        disc = ((x - 16) ** 2 + (y - 16) ** 2 < 10 ** 2).astype(np.float32) * 0.02
-        truth = disc + 0.01 * ((x - 12) ** 2 + (y - 18) ** 2 < 3 ** 2)
-        return grid, disc[np.newaxis], truth[np.newaxis].astype(np.float32)
+        hu, grid256 = read_volume(EMBEDDED_CT)
+        nz = hu.shape[0]
+        pooled = np.asarray(hu, np.float32).reshape(nz, 64, 4, 64, 4).mean(axis=(2, 4))  # 256² -> 64²
+        mu = np.clip(hu_to_mu(pooled), 0, None).astype(np.float32)
+        grid = ImageGrid.centred((1, 64, 64), (4 * grid256.spacing[0], 4 * grid256.spacing[1], grid256.spacing[2]))
+        return grid, mu[EMBEDDED_NODULE_SLICE + 2][np.newaxis], mu[EMBEDDED_NODULE_SLICE][np.newaxis]
 
     def test_ParameterNode(self):
         self.delayDisplay("Parameter node: defaults, node references that may be empty")
@@ -839,8 +845,8 @@ class INRReconTest(ScriptedLoadableModuleTest):
         from INRReconLib.physics.ct_geometry import parallel_geometry
 
         grid, _disc, _truth = self._phantom()
-        geometry = parallel_geometry(np.linspace(0, np.pi, 24, endpoint=False), n_cols=48, col_spacing_mm=1.0)
-        data = np.random.default_rng(0).random((24, 1, 48)).astype(np.float32)
+        geometry = parallel_geometry(np.linspace(0, np.pi, 24, endpoint=False), n_cols=96, col_spacing_mm=4.0)
+        data = np.random.default_rng(0).random((24, 1, 96)).astype(np.float32)
         path = os.path.join(slicer.app.temporaryPath, "INRReconTest.h5")
         write_measurement(Measurement("CT", data, grid, geometry, {}), path)
         self.assertGreater(INRReconFileReader(None).canLoadFileConfidence(path), 0.5)
@@ -862,11 +868,11 @@ class INRReconTest(ScriptedLoadableModuleTest):
         grid, disc, truth = self._phantom()
         prior = add_volume(slicer.mrmlScene, disc, ijk_to_ras_from_grid(grid), "INRRecon test prior")
         path = os.path.join(slicer.app.temporaryPath, "INRReconTestFull.h5")
-        write_measurement(simulate_ct(truth, grid, n_views=24), path)
+        write_measurement(simulate_ct(truth, grid, n_views=48), path)
         self.delayDisplay("Reconstructing (SIRT, 30 iterations) in a worker process")
         output = logic.process(prior, path, method="sirt", iterations=30, device="cpu", previewEvery=10,
                                waitForCompletion=True, timeoutSeconds=300)
         recon = slicer.util.arrayFromVolume(output)
-        self.assertEqual(recon.shape, (1, 32, 32))
+        self.assertEqual(recon.shape, (1, 64, 64))
         self.assertGreater(np.corrcoef(recon.ravel(), truth.ravel())[0, 1], 0.8)
         self.delayDisplay("Test passed")

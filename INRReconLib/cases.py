@@ -33,6 +33,35 @@ NODULE_CENTRE_FULLRES_XY = (190.0, 260.0)  # (x, y) pixels in the 512² slice
 NODULE_RADIUS_MM = 13.0
 PRIOR_SLICE_OFFSET = 2  # 2 slices of 2 mm: the prior is a real slice 4 mm away
 
+# Shipped with the package (data/README.md): slices 57-67 of the same scan at 256² (1.953 mm),
+# so the demo, the Slicer self-test and the tests have real anatomy without ../shared/data.
+EMBEDDED_CT = Path(__file__).resolve().parent / "data" / "thorax_nodule_hu_256x256x11.nrrd"
+EMBEDDED_NODULE_SLICE = 5  # -> scan slice 62
+
+
+@dataclass(frozen=True)
+class ThoraxSlices:
+    """Axial slices around the nodule: HU [nz, ny, nx], their grid, and where the nodule is."""
+
+    hu: np.ndarray
+    grid: ImageGrid
+    nodule_slice: int
+    nodule_centre_xy_px: tuple
+
+
+def thorax_slices(source: str = "shared") -> ThoraxSlices:
+    """"shared": the 512² slices 55-85 of ../shared/data (the benchmarks); "embedded": the 256²
+    slices 57-67 that ship with the package."""
+    if source == "embedded":
+        hu, grid = _read(EMBEDDED_CT)
+        f = 512 / hu.shape[-1]
+        centre = (NODULE_CENTRE_FULLRES_XY[0] / f, NODULE_CENTRE_FULLRES_XY[1] / f)
+        return ThoraxSlices(np.asarray(hu), grid, EMBEDDED_NODULE_SLICE, centre)
+    if source != "shared":
+        raise ValueError(f"source must be 'shared' or 'embedded', got {source!r}")
+    hu, grid = _read(_require_data() / CT_FULLRES)
+    return ThoraxSlices(np.asarray(hu), grid, NODULE_SLICE_FULLRES, NODULE_CENTRE_FULLRES_XY)
+
 
 def data_dir() -> Optional[Path]:
     """The shared data folder: $INRRECON_DATA, else ../shared/data next to the repo or cwd."""
@@ -121,33 +150,38 @@ def _require_data():
 
 
 def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_offset_slices=PRIOR_SLICE_OFFSET,
-              prior_volume=False, seed=0) -> Case:
-    """Thorax slice through the nodule; truth on a `size`² grid, data simulated from the 512² slice.
+              prior_volume=False, seed=0, source="shared") -> Case:
+    """Thorax slice through the nodule; truth on a `size`² grid, data simulated from the finer
+    slice (512² for the shared data, 256² for the embedded slices: `size` must be smaller).
     The prior is the slice `prior_offset_slices` × 2 mm away; 0 takes the nodule's own slice, an
     upper bound for what a prior of the same anatomy brings (it still gets the changed lesion,
     the shift, the deformation and the noise).
-    prior_volume: the prior is instead the whole changed 31-slice stack (changed in 3D), placed
-    so that its slice `prior_offset_slices` away lies in the measured plane: the same setup
-    error along the table, handed over as the volume it was cut from (a PriorSlices, as the
-    worker builds it from a prior volume and 2D data)."""
+    prior_volume: the prior is instead the whole changed stack (changed in 3D), placed so that
+    its slice `prior_offset_slices` away lies in the measured plane: the same setup error along
+    the table, handed over as the volume it was cut from (a PriorSlices, as the worker builds it
+    from a prior volume and 2D data)."""
     from .io.volume import MU_WATER_PER_MM, hu_to_mu
     from .simulate import simulate_ct
 
-    d = _require_data()
-    fine_hu, fine_grid = _read(d / CT_FULLRES)
-    factor = 512 // size
-    cur_fine = fine_hu[NODULE_SLICE_FULLRES]
+    slices = thorax_slices(source)
+    fine_hu, fine_grid, nodule = slices.hu, slices.grid, slices.nodule_slice
+    n_fine = fine_hu.shape[-1]
+    factor = n_fine // size
+    if factor < 2 and source == "embedded":
+        raise InputError("size", f"{size} needs data finer than the embedded {n_fine}² slices (no inverse crime).",
+                         f"Use a size up to {n_fine // 2}, or the shared data (../shared/data) for {size}.")
+    cur_fine = fine_hu[nodule]
     spacing_fine = fine_grid.spacing[0]
-    cx, cy = NODULE_CENTRE_FULLRES_XY
+    cx, cy = slices.nodule_centre_xy_px
     # The ROI depends only on the lesion's centre and radius, the same in both slices.
     if prior_volume:
-        stack, roi_stack = longitudinal_prior(fine_hu, (NODULE_SLICE_FULLRES, cy, cx), NODULE_RADIUS_MM / spacing_fine,
+        stack, roi_stack = longitudinal_prior(fine_hu, (nodule, cy, cx), NODULE_RADIUS_MM / spacing_fine,
                                               z_aspect=fine_grid.spacing[2] / spacing_fine, seed=seed)
-        roi_fine = roi_stack[NODULE_SLICE_FULLRES]
+        roi_fine = roi_stack[nodule]
     else:
-        prior_fine, roi_fine = longitudinal_prior(fine_hu[NODULE_SLICE_FULLRES + prior_offset_slices], (cy, cx),
+        prior_fine, roi_fine = longitudinal_prior(fine_hu[nodule + prior_offset_slices], (cy, cx),
                                                   NODULE_RADIUS_MM / spacing_fine, seed=seed)
-    fine = ImageGrid.centred((1, 512, 512), (spacing_fine, spacing_fine, 2.0))
+    fine = ImageGrid.centred((1, n_fine, n_fine), (spacing_fine, spacing_fine, 2.0))
     grid = ImageGrid.centred((1, size, size), (spacing_fine * factor, spacing_fine * factor, 2.0))
     mu_fine = np.clip(hu_to_mu(cur_fine, MU_WATER_PER_MM), 0, None)[None].astype(np.float32)
     arc = 180.0 if geometry == "parallel" else 360.0
@@ -165,14 +199,19 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
         from .io.prior import load_prior_slices
 
         mu_stack = np.clip(hu_to_mu(_mean_pool(stack, factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
-        z0 = -(NODULE_SLICE_FULLRES + prior_offset_slices) * fine_grid.spacing[2]
+        z0 = -(nodule + prior_offset_slices) * fine_grid.spacing[2]
         vgrid = ImageGrid((size, size, mu_stack.shape[0]), grid.spacing[:2] + (fine_grid.spacing[2],),
                           grid.origin[:2] + (z0,))
         prior = load_prior_slices((mu_stack, vgrid), meas, units="mu")
         name += "_priorvolume"
     else:
         prior = np.clip(hu_to_mu(_mean_pool(prior_fine[None], factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
-    return Case(name, meas, truth, prior, roi, {"mu_water_per_mm": MU_WATER_PER_MM})
+    if source == "embedded":
+        name += "_embedded"
+    info = {"mu_water_per_mm": MU_WATER_PER_MM}
+    if prior_volume:
+        info["prior_volume_mu"] = (mu_stack, vgrid)  # what a user would load as the prior volume
+    return Case(name, meas, truth, prior, roi, info)
 
 
 def ct3d_case(views=20, noisy=False, *, shape=(64, 128, 128), seed=0) -> Case:

@@ -163,6 +163,13 @@ def test_cmake_installs_every_library_file():
              if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")]
     missed = [str(p.relative_to(ROOT)) for p in files if p.suffix not in patterns]
     assert missed == [], f"INRReconLib files CMake would not install: {missed}"
+    # and pip: pyproject's package-data covers every file that is not Python
+    import fnmatch
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    globs = re.findall(r'"([^"]+)"', re.search(r"INRReconLib = \[([^\]]*)\]", pyproject).group(1))
+    data = [p.relative_to(ROOT / "INRReconLib").as_posix() for p in files if p.suffix != ".py"]
+    assert [d for d in data if not any(fnmatch.fnmatch(d, g) for g in globs)] == []
 
 
 # --- the worker's packages ----------------------------------------------------------------------
