@@ -52,6 +52,7 @@ FIELD_METHODS = ("nerp", "inr")  # their result is a field: the output can be wr
 PRESETS = ("hash-ct", "hash-cone", "nerp-ct", "hash-mr", "nerp-mr")
 LOSSES = ("preset", "l2", "l1", "fls", "rel_l2")
 PRIOR_ALIGNMENTS = ("preset", "none", "rigid", "deformable")
+PRIOR_MISMATCH = ("preset", "error", "warn")  # a prior that does not look like the data: stop, or go on and warn
 DEVICES = ("auto", "cpu", "cuda")
 # The interpreter for the worker is an application setting, never a scene parameter: a scene file
 # someone sends must not be able to choose the executable that Apply starts.
@@ -123,6 +124,7 @@ class INRReconParameterNode:
     hashTableLog2: Annotated[int, WithinRange(0, 24), Default(0)]
     loss: Annotated[str, Choice(list(LOSSES)), Default("preset")]
     priorRegistration: Annotated[str, Choice(list(PRIOR_ALIGNMENTS)), Default("preset")]
+    priorMismatch: Annotated[str, Choice(list(PRIOR_MISMATCH)), Default("preset")]
     priorSliceSearch: Annotated[float, WithinRange(-1.0, 50.0), Default(-1.0)]  # mm; -1: preset, 0: off
     tvWeight: Annotated[float, WithinRange(-1.0, 10.0), Default(-1.0)]  # -1: preset
     coarseToFine: Annotated[float, WithinRange(-1.0, 1.0), Default(-1.0)]  # -1: preset
@@ -374,12 +376,15 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showIdle()
             if state.status == "error":
                 slicer.util.errorDisplay(_("Reconstruction failed: {message}").format(message=state.message))
+            elif state.warnings:
+                slicer.util.warningDisplay("\n\n".join(state.warnings), windowTitle=_("INRRecon: check the result"))
             output = self.logic.outputNode()
             if output is not None:
                 from INRReconLib.scene.volumes import show_in_standard_views
 
                 self._parameterNode.outputVolume = output
-                show_in_standard_views(slicer.mrmlScene, background=output)
+                change = self.logic.changeNode()  # NeRP: where the data changed the prior, in colour
+                show_in_standard_views(slicer.mrmlScene, background=output, foreground=change, foreground_opacity=0.6)
                 slicer.util.resetSliceViews()
 
     def _showPreviewInViews(self) -> None:
@@ -492,6 +497,7 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
             coarse_to_fine=p.coarseToFine, use_admm=p.useADMM,
             prior_registration="" if p.priorRegistration == "preset" else p.priorRegistration,
             prior_slice_search_mm=p.priorSliceSearch,
+            prior_mismatch="" if p.priorMismatch == "preset" else p.priorMismatch,
             admm_adam_steps=p.admmAdamSteps, admm_cgls_steps=p.admmCGLSSteps, admm_rho=p.admmRho,
             network_width=p.networkWidth, network_depth=p.networkDepth, fourier_features=p.fourierFeatures,
             fourier_sigma=p.fourierSigma, hash_levels=p.hashLevels, hash_log2_table=p.hashTableLog2)
@@ -571,6 +577,11 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         if hasattr(self.session, "outputs"):
             return self.session.outputs[-1] if self.session.outputs else None
         return self.session.output_node
+
+    def changeNode(self):
+        """The change map of the last NeRP result (see INRReconLib.methods.change), or None."""
+        current = getattr(self.session, "current", self.session)
+        return getattr(current, "change_node", None) if current is not None else None
 
     def showProgressLayout(self) -> None:
         """Slice views and the convergence plot of the running reconstruction side by side."""

@@ -72,7 +72,13 @@ def _run_one(case, spec, iterations, device, curve_every=0):
                       config=config, iterations=iters, device=device, monitor=monitor)
     img = _scale_mr(res.image, case.truth) if case.measurement.modality == "MR" else res.image
     m = image_metrics(img, case.truth, roi=case.roi)
+    if res.aligned_prior is not None and case.roi is not None:
+        from .methods.change import change_map
+        from .methods.metrics import roc_auc
+
+        m["change_auc"] = roc_auc(change_map(res.image, res.aligned_prior, case.measurement.grid.shape), case.roi)
     row = {"case": case.name, "method": spec, "psnr": m["psnr"], "ssim": m["ssim"], "roi_psnr": m.get("roi_psnr"),
+           "change_auc": m.get("change_auc"),
            "iterations": res.iterations, "seconds": round(res.seconds, 2), "device": str(device),
            "cancelled": res.cancelled}
     return row, res, (monitor.curve if monitor else None)
@@ -92,12 +98,14 @@ def _prior_row(case, image=None, label="prior alone"):
 
 def print_table(rows, stream=sys.stdout):
     w = max([40] + [len(r["case"]) for r in rows])
-    head = f"{'case':<{w}} {'method':<22} {'PSNR':>7} {'SSIM':>7} {'ROI PSNR':>9} {'iter':>6} {'sec':>8}  device"
+    head = (f"{'case':<{w}} {'method':<22} {'PSNR':>7} {'SSIM':>7} {'ROI PSNR':>9} {'change AUC':>10} {'iter':>6} "
+            f"{'sec':>8}  device")
     print(head, file=stream)
     print("-" * len(head), file=stream)
     for r in rows:
         roi = f"{r['roi_psnr']:.2f}" if r.get("roi_psnr") is not None else "-"
-        print(f"{r['case']:<{w}} {r['method']:<22} {r['psnr']:7.2f} {r['ssim']:7.4f} {roi:>9} {r['iterations']:>6} "
+        auc = f"{r['change_auc']:.3f}" if r.get("change_auc") is not None else "-"
+        print(f"{r['case']:<{w}} {r['method']:<22} {r['psnr']:7.2f} {r['ssim']:7.4f} {roi:>9} {auc:>10} {r['iterations']:>6} "
               f"{r['seconds']:8.1f}  {r['device']}", file=stream)
     stream.flush()
 

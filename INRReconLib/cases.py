@@ -268,20 +268,24 @@ def mr2d_case(spokes=40, coils=1, *, size=256, noise=0.01, seed=0) -> Case:
     return Case(name, meas, truth, np.clip(prior, 0, None)[None].astype(np.float32), roi[None], {})
 
 
+# 2D CT (data/README.md, since 2026-12): the standard prior is the earlier scan as a volume, as
+# the Slicer module hands it over; NeRP must find the matching slice itself.
+_PV = dict(prior_volume=True)
 CASE_GROUPS = {
-    "ct2d": [("ct2d", dict(geometry=g, views=v, noisy=n)) for g in ("parallel", "fan") for v in (20, 60)
+    "ct2d": [("ct2d", dict(geometry=g, views=v, noisy=n, **_PV)) for g in ("parallel", "fan") for v in (20, 60)
              for n in (False, True)],
-    "ct2d-v20": [("ct2d", dict(geometry=g, views=20, noisy=n)) for g in ("parallel", "fan") for n in (False, True)],
-    "ct2d-v20-parallel": [("ct2d", dict(geometry="parallel", views=20, noisy=n)) for n in (False, True)],
-    "ct2d-v20-fan": [("ct2d", dict(geometry="fan", views=20, noisy=n)) for n in (False, True)],
-    # Not a README case: the same data with the prior taken from the nodule's own slice, to
-    # separate what NeRP does from how far the standard prior's anatomy is from the new slice.
+    "ct2d-v20": [("ct2d", dict(geometry=g, views=20, noisy=n, **_PV)) for g in ("parallel", "fan")
+                 for n in (False, True)],
+    "ct2d-v20-parallel": [("ct2d", dict(geometry="parallel", views=20, noisy=n, **_PV)) for n in (False, True)],
+    "ct2d-v20-fan": [("ct2d", dict(geometry="fan", views=20, noisy=n, **_PV)) for n in (False, True)],
+    # Stress case, no target: the prior as one real slice 4 mm away (other anatomy, not only a
+    # changed lesion), the standard case until 2026-12.
+    "ct2d-v20-priorslice": [("ct2d", dict(geometry=g, views=20, noisy=n)) for g in ("parallel", "fan")
+                            for n in (False, True)],
+    # Control, not a README case: the prior from the nodule's own slice, to separate what NeRP does
+    # from how far the prior's anatomy is from the new slice.
     "ct2d-v20-prior0mm": [("ct2d", dict(geometry=g, views=20, noisy=False, prior_offset_slices=0))
                           for g in ("parallel", "fan")],
-    # Not a README case: the standard setup error, but the prior handed over as a volume (as the
-    # Slicer module does), so NeRP can pick the prior's slice that matches the data.
-    "ct2d-v20-priorvolume": [("ct2d", dict(geometry=g, views=20, noisy=n, prior_volume=True))
-                             for g in ("parallel", "fan") for n in (False, True)],
     "ct3d": [("ct3d", dict(views=20, noisy=False))],
     "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
     "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],

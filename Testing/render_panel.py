@@ -23,7 +23,8 @@ MODULE_FILE = ROOT / "INRRecon" / "INRRecon.py"
 DEFAULT_OUT = ROOT / "docs" / "screenshots" / "module_panel.png"
 # The combo boxes the module fills from its tuples (through the parameter node's Choice).
 CHOICES = {"methodComboBox": "METHODS", "presetComboBox": "PRESETS", "lossComboBox": "LOSSES",
-           "priorRegistrationComboBox": "PRIOR_ALIGNMENTS", "deviceComboBox": "DEVICES"}
+           "priorRegistrationComboBox": "PRIOR_ALIGNMENTS", "priorMismatchComboBox": "PRIOR_MISMATCH",
+           "deviceComboBox": "DEVICES"}
 # Slicer classes -> (Qt stand-in, placeholder text)
 PLACEHOLDERS = {"qMRMLNodeComboBox": "node selector", "ctkPathLineEdit": "file path"}
 

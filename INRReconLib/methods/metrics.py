@@ -153,3 +153,19 @@ def image_metrics(x, ref, roi=None, data_range=None) -> dict:
         out["roi_ssim"] = ssim(x, ref, dr, mask=roi)
         out["roi_nrmse"] = nrmse(x, ref, mask=roi)
     return out
+
+
+def roc_auc(score, mask) -> float:
+    """Area under the ROC curve of `score` as a detector of `mask` (Mann–Whitney: the chance that
+    a voxel inside the mask scores higher than one outside; ties count half). NaN when the mask
+    is empty or covers everything."""
+    s = np.asarray(score, dtype=np.float64).ravel()
+    m = np.asarray(mask, dtype=bool).ravel()
+    n_in, n_out = int(m.sum()), int((~m).sum())
+    if n_in == 0 or n_out == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s)  # ties get their average rank
+    return float((ranks[m].sum() - n_in * (n_in + 1) / 2.0) / (n_in * n_out))
+

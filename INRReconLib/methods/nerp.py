@@ -360,6 +360,22 @@ def fit_measurements(field, axes, problem, cfg, monitor, stage="fitting", embedd
 # method entry points (methods/registry.py)
 # ----------------------------------------------------------------------------------------------
 
+def _check_prior_matches(correlation: float, cfg: dict, extra: dict) -> None:
+    """Stop (prior_mismatch "error") or warn ("warn") when the aligned prior does not look like
+    what the data show: another patient, another modality, another part of the body."""
+    threshold = float(cfg["prior_min_correlation"])
+    if correlation >= threshold:
+        return
+    message = (f"does not match the new data: after alignment its correlation with a TV image of the "
+               f"measurement is {correlation:.2f}, where the patient's own earlier scan gives about 0.97 "
+               f"(prior_min_correlation {threshold:g}). It may be another patient, another modality or "
+               "another part of the body.")
+    if cfg["prior_mismatch"] == "error":
+        raise InputError("prior", message, "Choose this patient's earlier scan of the same region and modality, "
+                                           "or set prior_mismatch to 'warn' to use it anyway.")
+    extra.setdefault("warnings", []).append(f"prior: {message} Used anyway (prior_mismatch 'warn').")
+
+
 def _validate(cfg):
     if cfg["loss"] not in LOSSES:
         raise InputError("loss", f"unknown loss {cfg['loss']!r}.", f"Use one of {', '.join(LOSSES)}.")
@@ -372,6 +388,11 @@ def _validate(cfg):
         if not float(cfg[key]) > 0:
             raise InputError(key, f"must be > 0, got {cfg[key]}.")
     check_registration_mode(cfg["prior_registration"])
+    if cfg["prior_mismatch"] not in ("error", "warn"):
+        raise InputError("prior_mismatch", f"must be 'error' or 'warn', got {cfg['prior_mismatch']!r}.")
+    if not -1.0 <= float(cfg["prior_min_correlation"]) <= 1.0:
+        raise InputError("prior_min_correlation", f"must be a correlation in [-1, 1], got {cfg['prior_min_correlation']}.",
+                         "0.85 is the default; -1 turns the check off.")
     if not float(cfg["prior_slice_search_mm"]) >= 0:
         raise InputError("prior_slice_search_mm", f"must be >= 0 (0 = off), got {cfg['prior_slice_search_mm']}.")
     if cfg["coarse_to_fine_prior"] not in ("freeze", "mask", "off"):
@@ -414,6 +435,7 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
                 # Cancelled while reconstructing the reference or registering: that TV image is the best result so far.
                 return ReconResult(image=reference, config=cfg, iterations=0, seconds=time.perf_counter() - start,
                                    cancelled=True, history=list(monitor.history), extra=extra)
+            _check_prior_matches(info["match_correlation"], cfg, extra)
             prior_t = torch.as_tensor(aligned, dtype=prior_t.dtype, device=device)
             aligned_prior = aligned
             extra["registration_seconds"] = time.perf_counter() - start

@@ -11,6 +11,11 @@ can be reproduced and two runs diffed. Keys:
   registration_reference_iterations  TV iterations for that reference image
   prior_slice_search_mm  NeRP, 2D data, a prior volume, registration on: pick the prior's slice
                     within this distance of the plane that best matches the reference (0 = off)
+  prior_min_correlation  NeRP, registration on: the aligned prior must correlate at least this
+                    much with the TV reference (methods/registration.py `match_correlation`:
+                    own earlier scan 0.97-0.99, another patient 0.47); -1 = no check
+  prior_mismatch    below it: "error" (stop, naming the mismatch) or "warn" (go on, warning in
+                    the result)
   embed_iterations  prior-embedding Adam steps (NeRP only);  embed_lr: their learning rate
   iterations        data-fitting steps (for ADMM: INR Adam steps in total); lr: their learning rate
   schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"

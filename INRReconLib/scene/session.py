@@ -26,6 +26,8 @@ from .volumes import PREVIEW_ATTRIBUTE, ensure_display_node, get_ijk_to_ras, ijk
     load_volume_file, update_volume_from_array, write_volume_node
 
 FINISHED = ("done", "cancelled", "error")
+CHANGE_NOTE = ("Colour overlay: the change map, where the new data moved the result away from the aligned prior "
+               "(at least 3 times the background's spread).")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class SessionState:
     message: str = ""  # the error, or a note on the result, for a person
     metrics: dict = field(default_factory=dict)
     output_node_id: str | None = None
+    warnings: list = field(default_factory=list)  # the worker's (e.g. a prior that does not match the data)
 
     @property
     def percent(self) -> float:
@@ -111,6 +114,7 @@ class ReconstructionSession:
         self.runner = None
         self.preview_node = None
         self.output_node = None
+        self.change_node = None  # NeRP: where the data changed the prior (methods/change.py)
         self.plot = None
         self.log: list[str] = []
         self._stage_offset = 0
@@ -263,7 +267,18 @@ class ReconstructionSession:
                     node.SetAttribute("INRRecon.priorSliceOffsetMm", str(offset))
                     self.state.message = f"Prior: its slice {offset:+.1f} mm from the measured plane matched the data."
                     self.log.append(self.state.message)
+            change = event.get("change_map")
+            if change and os.path.exists(change):
+                self.change_node = load_change_map(self.scene, change, f"{self.output_name} change")
+                self.output_node.SetAttribute("INRRecon.changeMap", self.change_node.GetID())
+                self.state.message = " ".join([self.state.message, CHANGE_NOTE]).strip()
+            if event.get("warnings"):
+                self.output_node.SetAttribute("INRRecon.warnings", "\n".join(map(str, event["warnings"])))
             self.remove_preview()  # the result replaces it; one preview node per run would pile up
+        self.state.warnings = [str(w) for w in event.get("warnings") or []]
+        self.log.extend(self.state.warnings)
+        if self.state.warnings:
+            self.state.message = " ".join([self.state.message] + self.state.warnings).strip()
         self.state.status = "cancelled" if cancelled else "done"
         if not cancelled and self.state.total:
             self.state.iteration = self.state.total
@@ -280,6 +295,24 @@ class ReconstructionSession:
         if self.preview_node is not None and self.scene.GetNodeByID(self.preview_node.GetID()) is not None:
             self.scene.RemoveNode(self.preview_node)
         self.preview_node = None
+
+
+def load_change_map(scene, path, name):
+    """The change map as a volume for a colour overlay: rainbow from the threshold (3 × the
+    background spread) to 10, transparent below it."""
+    from ..methods.change import CHANGE_THRESHOLD
+
+    node = load_volume_file(scene, path, name)
+    node.SetAttribute("INRRecon.changeThreshold", str(CHANGE_THRESHOLD))
+    display = ensure_display_node(node, scene)
+    if scene.GetNodeByID("vtkMRMLColorTableNodeRainbow") is not None:
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(CHANGE_THRESHOLD, 10.0)
+    display.SetApplyThreshold(1)
+    display.SetLowerThreshold(CHANGE_THRESHOLD)
+    display.SetUpperThreshold(1e9)
+    return node
 
 
 def preview_volume(array: np.ndarray, event: dict, shape_zyx) -> np.ndarray | None:

@@ -23,7 +23,8 @@ def _put(section: dict, key: str, value, cast, zero_is_setting: bool = False) ->
 
 def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -1, embed_lr: float = 0.0,
                  lr: float = 0.0, loss: str = "", tv_weight: float = -1.0, coarse_to_fine: float = -1.0,
-                 prior_registration: str = "", prior_slice_search_mm: float = -1.0, use_admm: bool = False,
+                 prior_registration: str = "", prior_slice_search_mm: float = -1.0, prior_mismatch: str = "",
+                 use_admm: bool = False,
                  admm_adam_steps: int = 0,
                  admm_cgls_steps: int = 0, admm_rho: float = 0.0, network_width: int = 0, network_depth: int = 0,
                  fourier_features: int = 0, fourier_sigma: float = 0.0, hash_levels: int = 0,
@@ -31,9 +32,10 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
     """A config dict for `write_job(config=...)`, checked by `load_config` (InputError when wrong).
 
     embed_iterations, tv_weight, coarse_to_fine, prior_slice_search_mm: -1 keeps the preset's value
-    (0 is a real setting: off). Other numbers: 0 keeps the preset's value, and so does an empty loss or
-    prior_registration ("none" | "rigid" | "deformable"). Learning rates are Adam's. Encoding keys
-    apply to the preset's encoding kind only (Fourier: features, sigma; HashGrid: levels, table).
+    (0 is a real setting: off). Other numbers: 0 keeps the preset's value, and so does an empty loss,
+    prior_registration ("none" | "rigid" | "deformable") or prior_mismatch ("error" | "warn").
+    Learning rates are Adam's. Encoding keys apply to the preset's encoding kind only (Fourier:
+    features, sigma; HashGrid: levels, table).
     """
     base = load_config(preset, modality=modality)
     cfg: dict = {"preset": preset}
@@ -44,6 +46,8 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
         cfg["loss"] = loss
     if prior_registration:
         cfg["prior_registration"] = prior_registration
+    if prior_mismatch:
+        cfg["prior_mismatch"] = prior_mismatch
     _put(cfg, "prior_slice_search_mm", prior_slice_search_mm, float, zero_is_setting=True)
     _put(cfg, "tv_weight", tv_weight, float, zero_is_setting=True)
     _put(cfg, "coarse_to_fine", coarse_to_fine, float, zero_is_setting=True)

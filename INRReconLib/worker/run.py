@@ -247,7 +247,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     if result.cancelled:
         log.info("cancelled after %d iterations; saving the partial result", result.iterations)
 
-    written_plan, written_image, warnings = output_plan, image, []
+    written_plan, written_image = output_plan, image
+    warnings = list(result.extra.get("warnings") or [])  # the method's (e.g. a prior that does not match)
     if fine_plan is not None:
         fine_image, warning = _field_on_finer_grid(result, measurement.grid, job["upsample"])
         if fine_image is None:
@@ -266,12 +267,28 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         # to check the alignment (and the change the data had to add).
         aligned_path = stem_path.with_name(stem_path.name + ".prior_aligned" + _extension(Path(job["output"])))
         output_plan.moved(path=aligned_path).write(np.asarray(aligned))
+    change_path = None
+    if prior is not None:
+        # Where the new data moved the result away from the prior NeRP embedded (methods/change.py).
+        from ..io.prior import prior_image
+        from ..io.volume import read_volume, write_volume
+        from ..methods.change import change_map
+
+        change = change_map(image, aligned if aligned is not None else prior_image(prior), measurement.grid.shape)
+        change_path = stem_path.with_name(stem_path.name + ".change" + _extension(Path(job["output"])))
+        write_volume(change_path, change, measurement.grid)
+        if job["roi"] is not None and "roi_psnr" in metrics:
+            from ..methods.metrics import roc_auc
+
+            roi, _ = read_volume(job["roi"])
+            metrics["change_auc"] = roc_auc(change, np.asarray(roi).reshape(change.shape) > 0)
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"] if prior is not None else None, "output": written["output"],
         "cancelled": bool(result.cancelled), "iterations": int(result.iterations), "seconds": float(result.seconds),
         "metrics": metrics, "extra": result.extra, "history": result.history, "meta": job["meta"],
         "prior_aligned": str(aligned_path) if aligned is not None else None,
+        "change_map": str(change_path) if change_path is not None else None,
         "output_grid": written_plan.grid.to_dict(), "warnings": warnings}), indent=1) + "\n")
     event = {"event": "result", "output": written["output"], "units": output_plan.units, "metrics": metrics, "cancelled": bool(result.cancelled),
             "iterations": int(result.iterations), "seconds": round(time.perf_counter() - t0, 3),
@@ -282,6 +299,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         event["warnings"] = warnings
     if aligned is not None:
         event["prior_aligned"] = str(aligned_path)
+    if change_path is not None:
+        event["change_map"] = str(change_path)
     search = (result.extra.get("prior_registration") or {}).get("slice_search")
     if search:
         # Which of the prior volume's slices NeRP embedded (2D data): worth showing, since a wrong

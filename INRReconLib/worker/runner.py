@@ -115,7 +115,7 @@ class WorkerRunner:
         """The events received since the last call, oldest first; never blocks. When the worker
         has ended without a `result` or `error`, the last call yields a synthetic `worker-died`
         error with the tail of its stderr."""
-        self._read_pipes()
+        self._pending.extend(self._drain_once())
         if self._terminate_at is not None and time.monotonic() >= self._terminate_at:
             self._terminate_at = None
             if self.running:
@@ -163,13 +163,13 @@ class WorkerRunner:
     def terminate(self) -> None:
         """SIGTERM to the worker and every process it started (the worker saves its partial
         result on SIGTERM; on Windows this is a hard stop)."""
-        if self.running:
+        if self.process is not None and not self.finished:  # the launcher may be gone, its child not
             self._signal_tree(hard=False)
 
     def kill(self) -> None:
         """Hard stop of the worker and every process it started; the checkpoint and the last
         preview in the job folder remain."""
-        if self.running:
+        if self.process is not None and not self.finished:
             self._signal_tree(hard=True)
 
     def _signal_tree(self, hard: bool) -> None:
@@ -185,8 +185,8 @@ class WorkerRunner:
         try:
             # started with start_new_session: the worker's process group is its whole tree
             os.killpg(self.process.pid, signal.SIGKILL if hard else signal.SIGTERM)
-        except ProcessLookupError:
-            pass  # ended meanwhile
+        except (ProcessLookupError, PermissionError):
+            pass  # the group has ended meanwhile (its id may even be reused: then it is not ours)
 
     # --- pipes ------------------------------------------------------------------------------
     def _drain_once(self) -> list:
@@ -206,9 +206,6 @@ class WorkerRunner:
             self.stderr_tail.append(line.rstrip("\n"))
             log.debug("worker: %s", line.rstrip("\n"))
         return events
-
-    def _read_pipes(self) -> None:
-        self._pending.extend(self._drain_once())
 
     def _died_event(self) -> dict:
         code = self.returncode

@@ -47,6 +47,8 @@ def test_case_groups():
     specs = build_cases("ct2d-v20-prior0mm")
     assert [kw["geometry"] for _, kw in specs] == ["parallel", "fan"]
     assert all(kind == "ct2d" and kw["prior_offset_slices"] == 0 for kind, kw in specs)
-    assert all(kw["prior_volume"] for _, kw in build_cases("ct2d-v20-priorvolume"))
+    # the 2D CT standard (data README, 2026-12): the prior as a volume; the single slice is the stress case
+    assert all(kw.get("prior_volume") for group in ("ct2d", "ct2d-v20") for _, kw in build_cases(group))
+    assert not any(kw.get("prior_volume") for _, kw in build_cases("ct2d-v20-priorslice"))
     with pytest.raises(InputError, match="case group"):
         build_cases("ct2d-v21")

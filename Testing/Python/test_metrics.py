@@ -105,3 +105,14 @@ def test_scale_to_reference_removes_the_mr_scale():
     # the least-squares scale: no other scale of the same image is closer to the reference
     for s in (0.95, 1.05):
         assert np.sum((scaled - ref) ** 2) < np.sum((s * scaled - ref) ** 2)
+
+
+def test_roc_auc_known_values():
+    from INRReconLib.methods.metrics import roc_auc
+
+    mask = np.array([0, 0, 1, 1], bool)
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], mask) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], mask) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], mask) == 0.5  # ties count half
+    assert roc_auc([0.1, 0.7, 0.5, 0.9], mask) == 0.75
+    assert np.isnan(roc_auc([1, 2], np.array([True, True])))

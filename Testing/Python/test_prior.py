@@ -121,3 +121,49 @@ def test_prior_slices_only_for_a_parallel_volume_and_2d_data():
     assert flat.offsets_mm == () and flat.plane[0, 10, 10] == pytest.approx(0.005)
     dst3 = ImageGrid((20, 20, 4), (2.0, 2.0, 2.0), (-19.0, -19.0, -3.0))
     assert load_prior_slices((vol, src), ct_measurement(dst3), units="mu").offsets_mm == ()
+
+
+def _centred_volume(path, slice_index=None):
+    """A scan as a user loads it next to another: in-plane centred on the same origin."""
+    from INRReconLib.io.volume import read_volume
+    from INRReconLib.physics.grid import ImageGrid
+
+    array, grid = read_volume(path)
+    z = array.shape[0] // 2 if slice_index is None else slice_index
+    centred = ImageGrid.centred(array.shape, grid.spacing)
+    return np.asarray(array, np.float32), ImageGrid(grid.size, grid.spacing, centred.origin[:2] + (-z * grid.spacing[2],),
+                                                    grid.direction)
+
+
+QUICK_NERP = {"preset": "hash-ct", "iterations": 1, "embed_iterations": 1}
+
+
+def test_a_prior_of_another_patient_or_modality_is_caught(shared_data):
+    """Real mismatched pairs: another patient's chest CT as the prior of the thorax CT, a chest CT
+    as the prior of a brain MR. NeRP stops naming the mismatch; prior_mismatch 'warn' goes on and
+    says so in the result; the patient's own earlier scan passes."""
+    from INRReconLib.cases import ct2d_case, mr2d_case
+    from INRReconLib.errors import InputError
+    from INRReconLib.io.prior import load_prior_slices
+    from INRReconLib.methods.presets import load_config
+    from INRReconLib.methods.registry import reconstruct
+
+    case = ct2d_case("parallel", 20, size=64, prior_volume=True, source="embedded")
+    own = reconstruct(case.measurement, "nerp", prior=case.prior, config=load_config(QUICK_NERP), device="cpu")
+    assert own.extra["prior_registration"]["match_correlation"] > 0.9 and not own.extra.get("warnings")
+
+    other = load_prior_slices(_centred_volume(shared_data / "ct_lung1" / "lung1_image.nrrd"), case.measurement)
+    with pytest.raises(InputError, match="does not match the new data") as info:
+        reconstruct(case.measurement, "nerp", prior=other, config=load_config(QUICK_NERP), device="cpu")
+    assert "prior_mismatch" in str(info.value)
+    warned = reconstruct(case.measurement, "nerp", prior=other, device="cpu",
+                         config=load_config({**QUICK_NERP, "prior_mismatch": "warn"}))
+    assert warned.extra["prior_registration"]["match_correlation"] < 0.85
+    assert any("does not match" in w for w in warned.extra["warnings"])
+
+    mr = mr2d_case(40, 1, size=64)
+    chest = load_prior_slices(_centred_volume(shared_data / "ct_thorax" / "ct_thorax_hu_256x256x141.nrrd", 62),
+                              mr.measurement)
+    with pytest.raises(InputError, match="does not match the new data"):
+        reconstruct(mr.measurement, "nerp", prior=chest, device="cpu",
+                    config=load_config({**QUICK_NERP, "preset": "hash-mr"}))

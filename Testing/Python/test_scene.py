@@ -402,3 +402,22 @@ def test_previews_go_to_the_standard_views_only(ct_case):
                   for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))}
     assert composites["Red"].GetForegroundVolumeID() == preview.GetID()
     assert composites["INRPrior"].GetBackgroundVolumeID() is None
+
+
+def test_the_change_map_comes_in_as_a_colour_overlay(ct_case):
+    from INRReconLib.methods.change import CHANGE_THRESHOLD
+
+    scene, grid, prior, measurement, tmp = ct_case
+    change_path = tmp / "change.nrrd"
+    write_volume(change_path, np.full(grid.shape, 5.0, np.float32), grid)
+    session = ReconstructionSession(scene, scripted_factory(grid, n_progress=2, with_preview=False,
+                                                            result_extra={"change_map": str(change_path)}),
+                                    tmp / "job", measurement, prior_node=prior, method="nerp")
+    session.start()
+    session.wait(timeout_s=10)
+    node = session.change_node
+    assert node is not None and session.output_node.GetAttribute("INRRecon.changeMap") == node.GetID()
+    display = node.GetDisplayNode()
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(CHANGE_THRESHOLD)
+    assert "change map" in session.state.summary()
+    assert np.allclose(V.get_ijk_to_ras(node), V.get_ijk_to_ras(prior))

@@ -85,6 +85,7 @@ def test_module_choices_match_the_library():
     from INRReconLib.methods.registration import MODES
 
     assert _module_tuple("PRIOR_ALIGNMENTS") == ("preset",) + MODES
+    assert _module_tuple("PRIOR_MISMATCH") == ("preset", "error", "warn")
 
 
 def test_build_config_sentinels():
@@ -99,6 +100,7 @@ def test_build_config_sentinels():
     assert off["optimizer"] == "admm" and off["admm"]["rho"] == 0.5
     assert kept["prior_registration"] == preset["prior_registration"] == "rigid"
     assert load_config(build_config("hash-ct", prior_registration="deformable"))["prior_registration"] == "deformable"
+    assert kept["prior_mismatch"] == "error" and load_config(build_config("hash-ct", prior_mismatch="warn"))["prior_mismatch"] == "warn"
     assert kept["prior_slice_search_mm"] == preset["prior_slice_search_mm"] == 10
     for mm in (0.0, 4.5):
         assert load_config(build_config("hash-ct", prior_slice_search_mm=mm))["prior_slice_search_mm"] == mm

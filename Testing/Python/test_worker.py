@@ -488,3 +488,29 @@ def test_mr_reference_metrics_use_the_bench_convention(cases, tmp_path):
     expected = image_metrics(scale_to_reference(image.reshape(truth.shape), reference), reference)
     assert final["metrics"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-3)
     assert final["metrics"]["ssim"] == pytest.approx(expected["ssim"], abs=1e-4)
+
+
+def test_nerp_writes_a_change_map_that_finds_the_changed_lesion(cases, tmp_path):
+    """The prior lacks the small disc the data show: the change map next to the result is high
+    there and low elsewhere (AUC against that region, in the metrics with an ROI)."""
+    from INRReconLib.methods.change import CHANGE_THRESHOLD
+
+    truth = cases["ct_truth"]
+    small = _disks(CT_GRID, ((18.0, 0.0, 0.02),))  # the body without the lesion disc
+    lesion = np.abs(truth - small) > 1e-4
+    prior_path, roi_path = tmp_path / "prior_hu.nrrd", tmp_path / "roi.nrrd"
+    write_volume(prior_path, mu_to_hu(small, MU_WATER).astype(np.float32), CT_GRID)
+    write_volume(roi_path, lesion.astype(np.uint8), CT_GRID)
+    config = {"embed_iterations": 60, "iterations": 60, "prior_registration": "rigid",
+              "registration_reference_iterations": 50, "prior_min_correlation": -1}
+    _, final = _run({"measurement": str(cases["ct"]), "prior": str(prior_path), "method": "nerp", "config": config,
+                     "output": str(tmp_path / "nerp.nrrd"), "preview_every": 0, "device": "cpu",
+                     "reference": str(cases["ct_truth_hu"]), "roi": str(roi_path)}, tmp_path / "job")
+    assert final["event"] == "result", final.get("detail")
+    assert final["change_map"] == str(tmp_path / "nerp.change.nrrd")
+    change, grid = read_volume(final["change_map"])
+    assert grid == CT_GRID
+    print(f"change AUC {final['metrics']['change_auc']:.3f}; inside {float(np.median(change[lesion])):.1f}, "
+          f"outside {float(np.median(change[~lesion])):.1f}")
+    assert final["metrics"]["change_auc"] > 0.9
+    assert np.median(change[lesion]) > CHANGE_THRESHOLD > np.percentile(change[~lesion], 90)

@@ -84,7 +84,7 @@ def test_every_parameter_round_trips_through_the_node():
     vol = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     values = dict(priorVolume=vol, measurementPath="/data/f1.h5", seriesPaths="/data/f2.h5\n/data/f3.h5",
                   chainPriors=False, method="tv", preset="nerp-ct", iterations=12, embedIterations=0,
-                  embedLearningRate=0.000123, learningRate=0.0005, loss="fls", priorRegistration="deformable",
+                  embedLearningRate=0.000123, learningRate=0.0005, loss="fls", priorRegistration="deformable", priorMismatch="warn",
                   priorSliceSearch=4.5, tvWeight=0.0, coarseToFine=0.25, useADMM=True, admmRho=0.5, device="cpu",
                   outputUpsampling=2, outputVolume=vol, tumourSegmentation=seg)
     for key, value in values.items():
