@@ -116,3 +116,14 @@ def test_roc_auc_known_values():
     assert roc_auc([0.5, 0.5, 0.5, 0.5], mask) == 0.5  # ties count half
     assert roc_auc([0.1, 0.7, 0.5, 0.9], mask) == 0.75
     assert np.isnan(roc_auc([1, 2], np.array([True, True])))
+
+
+def test_the_change_map_ignores_the_mr_scale():
+    from INRReconLib.methods.change import CHANGE_THRESHOLD, change_map
+
+    rng = np.random.default_rng(2)
+    prior = 0.5 + 0.01 * rng.standard_normal((1, 32, 32))
+    image = prior.copy()
+    image[0, 10:16, 10:16] += 0.3  # the change
+    mr = change_map(7.0 * image * np.exp(0.4j), prior, (1, 32, 32))  # another scale and phase
+    assert mr[0, 12, 12] > CHANGE_THRESHOLD and np.median(mr) < 1.0
