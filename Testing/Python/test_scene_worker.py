@@ -57,19 +57,27 @@ def test_real_worker_streams_preview_and_output(real_case):
     session = ReconstructionSession(scene, factory, tmp / "job", path, prior_node=prior, method="sirt",
                                     iterations=12, device="cpu", preview_every=3)
     session.start()
-    previews = []
     import time
 
+    # The preview node lives from the first preview to the result, and one poll may bring both
+    # (the pipes are read in one go): record it as each preview is handled.
+    previews = []
+    handle_preview = session._on_preview
+
+    def recording(event):
+        handle_preview(event)
+        if session.preview_node is not None:
+            previews.append((float(np.abs(V.array_from_volume(session.preview_node)).sum()),
+                             V.get_ijk_to_ras(session.preview_node)))
+
+    session._on_preview = recording
     deadline = time.monotonic() + 60
     while not session.state.finished and time.monotonic() < deadline:
         session.poll()
-        if session.preview_node is not None:
-            previews.append(float(np.abs(V.array_from_volume(session.preview_node)).sum()))
-            preview_matrix = V.get_ijk_to_ras(session.preview_node)
         time.sleep(0.02)
     assert session.state.status == "done", (session.state.message, session.log)
     assert previews, "no preview arrived"
-    assert np.allclose(preview_matrix, V.get_ijk_to_ras(prior), atol=1e-6)
+    assert np.allclose(previews[-1][1], V.get_ijk_to_ras(prior), atol=1e-6)
     assert session.preview_node is None  # dropped once the output is in the scene
     assert session.plot.n_rows >= 3
     out = scene.GetNodeByID(session.state.output_node_id)
