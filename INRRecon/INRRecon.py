@@ -208,6 +208,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = None
         self._presetChosenFor = ""  # the measurement the preset was last matched to
         self._shownPreview = None  # the preview node last put in the views
+        self._shownPlot = None  # the convergence plot last put in the plot view
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -360,6 +361,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop at the next iteration and keep the partial result")
             self._shownPreview = None
+            self._shownPlot = self.logic.currentPlot()
             self.logic.showProgressLayout()
             self._timer.start()
 
@@ -371,6 +373,10 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setValue(int(round(state.percent)))
         self.ui.statusLabel.text = state.summary()
         self._showPreviewInViews()
+        plot = self.logic.currentPlot()
+        if plot is not None and plot is not self._shownPlot:  # a series: each fraction has its own plot
+            self._shownPlot = plot
+            self.logic.showProgressLayout()
         if not self.logic.running:
             self._timer.stop()
             self._showIdle()
@@ -441,35 +447,47 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         """The packages the worker needs, in the interpreter that will run it: Slicer's own (torch
         from the PyTorch extension, the rest with pip at first use) or the custom one, which is
         asked by running it and never installed into."""
-        from INRReconLib.worker.packages import missing_here, missing_in, worker_packages
+        from INRReconLib.worker.packages import (FOREIGN_PYTHON_PACKAGES, REQUIRED, SLICER_SIDE_PACKAGES, missing_here,
+                                                 missing_in, worker_packages)
 
         python = workerPythonSetting()
         if python:
-            packages = ("torch",) + worker_packages()
-            missing = missing_in(python, packages, env=_foreignPythonEnvironment())
+            # Slicer bundles numpy, scipy and SimpleITK; another interpreter must have them itself.
+            # astra-toolbox stays optional there (the torch projector works without it).
+            missing = missing_in(python, FOREIGN_PYTHON_PACKAGES + REQUIRED, env=_foreignPythonEnvironment())
             if missing:
                 raise RuntimeError(_("The Python for the worker ({python}) lacks {packages}. Install them there "
                                      "(\"{python}\" -m pip install {packages}), or clear Advanced > Python for "
                                      "the worker to use Slicer's own.").format(python=python,
                                                                               packages=" ".join(missing)))
-            return
-        if missing_here(["torch"]):
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError(_("PyTorch is missing. Install the 'PyTorch' extension from the Extensions "
-                                     "Manager, restart Slicer, then press Apply again."))
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled():
-                if torchLogic.installTorch(askConfirmation=askConfirmation) is None:
-                    raise RuntimeError(_("PyTorch was not installed; the reconstruction needs it."))
-        missing = missing_here(worker_packages())
+            packages = SLICER_SIDE_PACKAGES  # Slicer itself still reads the measurement headers
+        else:
+            self._ensureTorch(askConfirmation)
+            packages = worker_packages()
+        missing = missing_here(packages)
         if missing:
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                     _("INRRecon needs these Python packages: {packages}. Install them now?").format(
                         packages=", ".join(missing))):
                 raise RuntimeError(_("Required packages were not installed."))
             slicer.util.pip_install(missing)
+
+    @staticmethod
+    def _ensureTorch(askConfirmation: bool) -> None:
+        """torch in Slicer's Python, from the PyTorch extension."""
+        from INRReconLib.worker.packages import missing_here
+
+        if not missing_here(["torch"]):
+            return
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(_("PyTorch is missing. Install the 'PyTorch' extension from the Extensions "
+                                 "Manager, restart Slicer, then press Apply again."))
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if torchLogic.installTorch(askConfirmation=askConfirmation) is None:
+                raise RuntimeError(_("PyTorch was not installed; the reconstruction needs it."))
 
     # --- running ---------------------------------------------------------------------------
 
@@ -583,11 +601,15 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         current = getattr(self.session, "current", self.session)
         return getattr(current, "change_node", None) if current is not None else None
 
+    def currentPlot(self):
+        """The convergence plot of the running reconstruction (of a series: its current fraction)."""
+        return getattr(getattr(self.session, "current", self.session), "plot", None)
+
     def showProgressLayout(self) -> None:
         """Slice views and the convergence plot of the running reconstruction side by side."""
         from INRReconLib.scene.compare import show_progress_layout
 
-        plot = getattr(getattr(self.session, "current", self.session), "plot", None)
+        plot = self.currentPlot()
         show_progress_layout(slicer.mrmlScene, plot.chart_node if plot is not None else None)
 
     def process(self, priorVolume, measurementPath, method="nerp", preset="hash-ct", iterations=0,

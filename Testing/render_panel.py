@@ -34,7 +34,7 @@ def source_digest() -> str:
     written next to the picture, so a test can tell when it is stale."""
     h = hashlib.sha256()
     for path in (UI_FILE, Path(__file__)):
-        h.update(path.read_bytes())
+        h.update(path.read_bytes().replace(b"\r\n", b"\n"))  # the same digest on a CRLF checkout
     h.update(repr([_module_tuple(name) for name in sorted(set(CHOICES.values()))]).encode())
     return h.hexdigest()[:16]
 

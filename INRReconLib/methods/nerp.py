@@ -16,6 +16,7 @@ as `result.field` for rendering at other resolutions and the aligned prior (or N
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -30,6 +31,8 @@ from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
 from .presets import load_config, measurement_context
+
+log = logging.getLogger("INRReconLib.methods.nerp")
 from .registration import align_to_measurement
 from .registration import check_mode as check_registration_mode
 from .result import ReconResult
@@ -423,6 +426,9 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
         prior_t = _check_prior(prior_image(prior), problem) if use_prior else None
         extra = {}
         aligned_prior = None
+        if prior_t is not None and cfg["prior_registration"] == "none":
+            log.info("prior_registration none: the prior is embedded as given, unaligned and unchecked "
+                     "against the data (prior_min_correlation applies to a registered prior)")
         if prior_t is not None and cfg["prior_registration"] != "none":
             slices = None
             if isinstance(prior, PriorSlices) and float(cfg["prior_slice_search_mm"]) > 0:

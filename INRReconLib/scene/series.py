@@ -76,6 +76,8 @@ class SeriesSession:
         s = replace(self.current.state) if self.current else SessionState()
         if self.status == "running" and self.current is not None:
             s.stage = f"fraction {len(self.sessions)}/{len(self.paths)}: {s.stage}"
+        elif self.status == "error":
+            s.status, s.message = "error", self.message
         return s
 
     @property
@@ -83,6 +85,12 @@ class SeriesSession:
         return self.status in ("done", "cancelled", "error")
 
     def start(self):
+        """Check every fraction's file first (a bad later one must not stop the series halfway),
+        then start the first."""
+        from .measurement_display import read_measurement_header
+
+        for path in self.paths:
+            read_measurement_header(path)  # InputError naming the file and the field
         self.status = "running"
         self._start_next()
         return self
@@ -113,7 +121,12 @@ class SeriesSession:
                 self.status, self.message = "cancelled", "series cancelled"
                 self._finish()
             elif len(self.sessions) < len(self.paths):
-                self._start_next()
+                try:
+                    self._start_next()
+                except Exception as exc:  # a later fraction's file went missing or is broken
+                    self.status = "error"
+                    self.message = f"fraction {len(self.sessions) + 1} ({self.paths[len(self.sessions)].name}): {exc}"
+                    self._finish()
             else:
                 self.status = "done"
                 self._finish()

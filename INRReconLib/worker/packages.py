@@ -20,6 +20,11 @@ import sys
 
 REQUIRED = ("h5py", "torchkbnufft", "PyYAML")
 CUDA_ONLY = ("astra-toolbox",)
+# What a custom interpreter needs besides REQUIRED: Slicer's own Python has these already.
+FOREIGN_PYTHON_PACKAGES = ("torch", "numpy", "scipy", "SimpleITK")
+# With a custom worker interpreter, Slicer's Python still reads measurement headers (the file
+# reader, the preset choice, the session).
+SLICER_SIDE_PACKAGES = ("h5py",)
 IMPORT_NAMES = {"PyYAML": "yaml", "astra-toolbox": "astra"}
 
 

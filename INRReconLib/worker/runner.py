@@ -146,8 +146,8 @@ class WorkerRunner:
 
     def cancel(self) -> None:
         """Ask the worker to stop at its next iteration and save what it has (`cancel` on stdin);
-        if it is still running `cancel_grace_s` later, the next poll() sends SIGTERM (same meaning
-        on POSIX, a hard stop on Windows)."""
+        on POSIX, if it is still running `cancel_grace_s` later, the next poll() sends SIGTERM
+        (which the worker treats the same way)."""
         if not self.running:
             return
         self.cancel_requested = True
@@ -158,7 +158,12 @@ class WorkerRunner:
             log.info("could not write 'cancel' to the worker; terminating it")
             self.terminate()
             return
-        self._terminate_at = time.monotonic() + self.cancel_grace_s  # poll() sends SIGTERM then
+        if os.name == "nt":
+            # terminate() is a hard kill there, which would lose the partial result the worker is
+            # saving: no escalation, the worker stops at its next iteration
+            return
+        if self._terminate_at is None:  # a second Cancel does not postpone the SIGTERM
+            self._terminate_at = time.monotonic() + self.cancel_grace_s  # poll() sends SIGTERM then
 
     def terminate(self) -> None:
         """SIGTERM to the worker and every process it started (the worker saves its partial

@@ -31,6 +31,9 @@ def _offscreen_rendering_problem():
     if done.returncode == 0:
         return None
     tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
+    if done.returncode > 0 and not any(word in done.stderr for word in ("OSMesa", "OpenGL", "GLX", "EGL")):
+        # a Python error in the rendering code is a failure to report, not a missing library
+        raise AssertionError(f"the offscreen render probe failed: {done.stderr[-2000:]}")
     return (f"cannot render offscreen (probe exit code {done.returncode}: {tail}); "
             "install OSMesa: apt-get install libosmesa6")
 

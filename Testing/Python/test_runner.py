@@ -206,8 +206,10 @@ def test_runner_cancel_writes_to_stdin_then_terminates_after_the_grace_time(tmp_
 
 def test_runner_survives_a_reader_that_raises(tmp_path):
     class Exploding(io.BytesIO):
-        def readline(self, *args):
+        def read(self, *args):
             raise OSError("pipe broke")
+
+        readline = read
 
     process = FakeProcess(b"")
     process.stdout = Exploding()
@@ -269,7 +271,7 @@ sys.exit(child.wait())
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
-            return "State:\\tZ" not in f.read()  # a zombie has ended
+            return "State:\tZ" not in f.read()  # a zombie has ended
     except FileNotFoundError:
         return False
 

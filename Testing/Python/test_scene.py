@@ -421,3 +421,21 @@ def test_the_change_map_comes_in_as_a_colour_overlay(ct_case):
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(CHANGE_THRESHOLD)
     assert "change map" in session.state.summary()
     assert np.allclose(V.get_ijk_to_ras(node), V.get_ijk_to_ras(prior))
+
+
+def test_a_bad_later_fraction_ends_the_series_with_an_error(ct_case):
+    from INRReconLib.errors import InputError
+
+    scene, grid, prior, _, tmp = ct_case
+    paths = [write_ct_measurement(tmp / f"fx{n}.h5", grid, fraction=n) for n in (1, 2)]
+    missing = tmp / "fx3.h5"
+    with pytest.raises(InputError, match="fx3.h5"):  # checked before anything runs
+        SeriesSession(scene, scripted_factory(grid, n_progress=2), tmp / "s0", paths + [missing],
+                      prior_node=prior).start()
+    series = SeriesSession(scene, scripted_factory(grid, n_progress=2), tmp / "s1", paths, prior_node=prior)
+    series.start()
+    paths[1].unlink()  # the file goes away while fraction 1 runs
+    assert series.wait(timeout_s=10) == "error"  # no exception out of poll(), no endless "running"
+    assert "fraction 2" in series.message and "fx2.h5" in series.message
+    assert series.state.status == "error" and len(series.outputs) == 1
+    assert series.poll() == []

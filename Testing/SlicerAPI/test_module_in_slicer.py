@@ -178,7 +178,7 @@ def test_the_worker_python_is_an_application_setting(widget, monkeypatch):
     runner = widget.logic._factory()("/tmp/job")
     assert runner.python == sys.executable and "PYTHONHOME" not in runner.child_env()
     with pytest.raises(RuntimeError, match="lacks"):
-        monkeypatch.setattr("INRReconLib.worker.packages.worker_packages", lambda: ("no_such_package_xyz",))
+        monkeypatch.setattr("INRReconLib.worker.packages.REQUIRED", ("no_such_package_xyz",))
         widget.logic.ensureDependencies()
 
 
