@@ -360,9 +360,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.start(self._parameterNode)
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop at the next iteration and keep the partial result")
-            self._shownPreview = None
-            self._shownPlot = self.logic.currentPlot()
-            self.logic.showProgressLayout()
+            self._shownPreview = self._shownPlot = None  # the first timer tick shows them
             self._timer.start()
 
     def onTimer(self) -> None:
@@ -374,7 +372,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = state.summary()
         self._showPreviewInViews()
         plot = self.logic.currentPlot()
-        if plot is not None and plot is not self._shownPlot:  # a series: each fraction has its own plot
+        if plot is not None and plot is not self._shownPlot:  # the run's plot; in a series, each fraction's
             self._shownPlot = plot
             self.logic.showProgressLayout()
         if not self.logic.running:
@@ -529,7 +527,8 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         if self.running:
             raise RuntimeError(_("A reconstruction is already running; cancel it first."))
         measurement = p.measurementPath
-        modality = read_measurement_header(measurement)["modality"]
+        header = read_measurement_header(measurement)
+        modality = header["modality"]
         config = self.config(p, modality) if p.method in FIELD_METHODS else None
         self._removeFinishedJobs()
         self.jobRoot = pathlib.Path(tempfile.mkdtemp(prefix="INRRecon-", dir=slicer.app.temporaryPath))
@@ -543,7 +542,7 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
             self.lastSeries = self.session
         else:
             self.session = ReconstructionSession(slicer.mrmlScene, factory, self.jobRoot / "job", measurement,
-                                                 prior_node=p.priorVolume, **common)
+                                                 prior_node=p.priorVolume, header=header, **common)
         self.session.start()
         logging.info(f"INRRecon: started {p.method} on {measurement} (jobs in {self.jobRoot})")
         return self.session
@@ -585,9 +584,12 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
         self.lastSeries = None
         self._comparisonNodes = []
 
+    def _current(self):
+        """The running ReconstructionSession (of a series: its current fraction), or None."""
+        return getattr(self.session, "current", self.session)
+
     def previewNode(self):
-        current = getattr(self.session, "current", self.session)
-        return getattr(current, "preview_node", None) if current is not None else None
+        return getattr(self._current(), "preview_node", None)
 
     def outputNode(self):
         if self.session is None:
@@ -598,12 +600,11 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
 
     def changeNode(self):
         """The change map of the last NeRP result (see INRReconLib.methods.change), or None."""
-        current = getattr(self.session, "current", self.session)
-        return getattr(current, "change_node", None) if current is not None else None
+        return getattr(self._current(), "change_node", None)
 
     def currentPlot(self):
         """The convergence plot of the running reconstruction (of a series: its current fraction)."""
-        return getattr(getattr(self.session, "current", self.session), "plot", None)
+        return getattr(self._current(), "plot", None)
 
     def showProgressLayout(self) -> None:
         """Slice views and the convergence plot of the running reconstruction side by side."""

@@ -287,8 +287,8 @@ def match_correlation(aligned: np.ndarray, reference: np.ndarray) -> float:
     brain cases (20-view CT, 40-spoke MR, TV reference of 200 iterations): the patient's own
     earlier scan 0.97-0.99; the same patient's scan 30 mm along the table 0.93, 60 mm 0.83;
     another patient's chest CT 0.47; a chest CT as the prior of a brain MR below 0."""
-    a = np.abs(np.asarray(aligned, dtype=np.complex128 if np.iscomplexobj(aligned) else np.float64)).ravel()
-    b = np.abs(np.asarray(reference, dtype=np.complex128 if np.iscomplexobj(reference) else np.float64)).ravel()
+    a = np.abs(np.asarray(aligned)).astype(np.float64).ravel()
+    b = np.abs(np.asarray(reference)).astype(np.float64).ravel()
     a, b = a - a.mean(), b - b.mean()
     denominator = float(np.sqrt((a @ a) * (b @ b)))
     return float(a @ b / denominator) if denominator > 0 else 0.0

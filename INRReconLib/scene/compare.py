@@ -68,14 +68,16 @@ def _select_layout(scene, layout_id: int, xml: str):
     return layout
 
 
-def _view_node(scene, class_name: str, tag: str, label: str = ""):
-    """The view node of a layout's view; created when no layout manager made it (tests, CLI)."""
+def _view_node(scene, class_name: str, tag: str, on_create=None):
+    """The node of a layout's view (or its composite node); created when no layout manager made
+    it (tests, CLI), then handed to `on_create`."""
     node = _find_by_layout_name(scene, class_name, tag)
     if node is None:
         node = scene.CreateNodeByClass(class_name)
         node.SetName(tag)
         node.SetLayoutName(tag)
-        node.SetLayoutLabel(label or tag[-1])
+        if on_create is not None:
+            on_create(node)
         scene.AddNode(node)
     return node
 
@@ -83,7 +85,7 @@ def _view_node(scene, class_name: str, tag: str, label: str = ""):
 def show_progress_layout(scene, chart_node=None):
     """Select the progress layout and show `chart_node` (the run's convergence plot) in its plot view."""
     _select_layout(scene, PROGRESS_LAYOUT_ID, progress_layout_xml())
-    plot_view = _view_node(scene, "vtkMRMLPlotViewNode", PLOT_TAG, "P")
+    plot_view = _view_node(scene, "vtkMRMLPlotViewNode", PLOT_TAG, lambda n: n.SetLayoutLabel("P"))
     if chart_node is not None:
         plot_view.SetPlotChartNodeID(chart_node.GetID())
     return plot_view
@@ -91,7 +93,7 @@ def show_progress_layout(scene, chart_node=None):
 
 def show_table(scene, table_node):
     """Show a table in the comparison layout's table view."""
-    view = _view_node(scene, "vtkMRMLTableViewNode", TABLE_TAG, "T")
+    view = _view_node(scene, "vtkMRMLTableViewNode", TABLE_TAG, lambda n: n.SetLayoutLabel("T"))
     view.SetTableNodeID(table_node.GetID() if table_node is not None else None)
     return view
 
@@ -156,25 +158,17 @@ def ensure_slice_view_nodes(scene, tag: str):
     """The (slice node, slice composite node) of a comparison view, created when the layout
     manager has not; label, colour and view group are set either way, so they hold however the
     node came to be."""
-    slice_node = _find_by_layout_name(scene, "vtkMRMLSliceNode", tag)
-    if slice_node is None:
-        slice_node = scene.CreateNodeByClass("vtkMRMLSliceNode")
-        slice_node.SetName(tag)
-        slice_node.SetLayoutName(tag)
-        if slice_node.HasSliceOrientationPreset("Axial"):
-            slice_node.SetOrientation("Axial")
-        scene.AddNode(slice_node)
+    def axial(node):
+        if node.HasSliceOrientationPreset("Axial"):
+            node.SetOrientation("Axial")
+
+    slice_node = _view_node(scene, "vtkMRMLSliceNode", tag, axial)
     slice_node.SetLayoutLabel(VIEW_LABELS.get(tag, tag[-1]))
     colour = VIEW_COLOURS.get(tag)
     if colour:
         slice_node.SetLayoutColor(*(int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5)))
     slice_node.SetViewGroup(0)
-    composite = _find_by_layout_name(scene, "vtkMRMLSliceCompositeNode", tag)
-    if composite is None:
-        composite = scene.CreateNodeByClass("vtkMRMLSliceCompositeNode")
-        composite.SetName(f"{tag} composite")
-        composite.SetLayoutName(tag)
-        scene.AddNode(composite)
+    composite = _view_node(scene, "vtkMRMLSliceCompositeNode", tag, lambda n: n.SetName(f"{tag} composite"))
     return slice_node, composite
 
 

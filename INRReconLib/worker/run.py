@@ -260,7 +260,15 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     stem_path = _stem_path(Path(job["output"]))
     config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
                                     json.dumps(to_jsonable(used_config), indent=2) + "\n")
-    metrics = _metrics(job, measurement, image, result)
+    change = None
+    if prior is not None:
+        # Where the new data moved the result away from the prior NeRP embedded (methods/change.py).
+        from ..io.prior import prior_image
+        from ..methods.change import change_map
+
+        change = change_map(image, result.aligned_prior if result.aligned_prior is not None else prior_image(prior),
+                            measurement.grid.shape)
+    metrics = _metrics(job, measurement, image, result, change)
     aligned = result.aligned_prior
     if aligned is not None:
         # The prior as NeRP embedded it, registered to the data, in the output's units: the place
@@ -268,20 +276,11 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         aligned_path = stem_path.with_name(stem_path.name + ".prior_aligned" + _extension(Path(job["output"])))
         output_plan.moved(path=aligned_path).write(np.asarray(aligned))
     change_path = None
-    if prior is not None:
-        # Where the new data moved the result away from the prior NeRP embedded (methods/change.py).
-        from ..io.prior import prior_image
-        from ..io.volume import read_volume, write_volume
-        from ..methods.change import change_map
+    if change is not None:
+        from ..io.volume import write_volume
 
-        change = change_map(image, aligned if aligned is not None else prior_image(prior), measurement.grid.shape)
         change_path = stem_path.with_name(stem_path.name + ".change" + _extension(Path(job["output"])))
         write_volume(change_path, change, measurement.grid)
-        if job["roi"] is not None and "roi_psnr" in metrics:
-            from ..methods.metrics import roc_auc
-
-            roi, _ = read_volume(job["roi"])
-            metrics["change_auc"] = roc_auc(change, np.asarray(roi).reshape(change.shape) > 0)
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"] if prior is not None else None, "output": written["output"],
@@ -449,8 +448,9 @@ class OutputPlan:
         write_volume(path, array, self.grid)  # atomic: temporary name, then rename
 
 
-def _metrics(job: dict, measurement, image: np.ndarray, result) -> dict:
-    """Final loss always; image metrics against `reference` (inside `roi` too) when given.
+def _metrics(job: dict, measurement, image: np.ndarray, result, change=None) -> dict:
+    """Final loss always; image metrics against `reference` (inside `roi` too) when given, and
+    with an ROI how well the `change` map finds it (change_auc).
     Computed in physics units (CT μ, MR magnitude)."""
     metrics = {}
     losses = [h["loss"] for h in result.history if isinstance(h, dict) and h.get("loss") is not None]
@@ -485,6 +485,10 @@ def _metrics(job: dict, measurement, image: np.ndarray, result) -> dict:
         if roi.size != int(np.prod(grid.shape)):
             raise InputError("roi", f"has shape {list(roi.shape)}, the measurement grid {list(grid.shape)}.",
                              "Resample the ROI label onto the measurement grid.")
+        if change is not None:
+            from ..methods.metrics import roc_auc
+
+            metrics["change_auc"] = roc_auc(change, roi.reshape(grid.shape) > 0)
         roi = np.broadcast_to(roi.reshape(grid.shape) > 0, x.shape)
     metrics.update(image_metrics(x, reference, roi=roi))
     return metrics
