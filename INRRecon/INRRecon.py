@@ -51,7 +51,7 @@ METHODS = ("nerp", "inr", "fbp", "sirt", "cgls", "tv", "adjoint", "cgsense")
 FIELD_METHODS = ("nerp", "inr")  # their result is a field: the output can be written on a finer grid
 PRESETS = ("hash-ct", "hash-cone", "nerp-ct", "hash-mr", "nerp-mr")
 LOSSES = ("preset", "l2", "l1", "fls", "rel_l2")
-PRIOR_ALIGNMENTS = ("preset", "none", "rigid", "deformable")
+PRIOR_ALIGNMENTS = ("preset", "none", "rigid", "deformable", "auto")
 PRIOR_MISMATCH = ("preset", "error", "warn")  # a prior that does not look like the data: stop, or go on and warn
 DEVICES = ("auto", "cpu", "cuda")
 # The interpreter for the worker is an application setting, never a scene parameter: a scene file

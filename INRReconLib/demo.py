@@ -3,10 +3,11 @@
 Sparse-view CT (parallel beam, 20 views) is simulated from the real thorax slices that ship with
 the package (INRReconLib/data, around a lung nodule); the prior is that scan as an earlier
 fraction would show it: the nodule smaller, the patient shifted (also along the table) and
-deformed, handed over as the volume, as the Slicer module hands it over. FBP, TV and NeRP
-(hash-grid preset; it finds the matching slice and aligns it) reconstruct it. Writes the
-measurement file, the images (HU, NRRD), the prior volume, a comparison PNG and a report
-(Markdown + JSON) with PSNR/SSIM on the whole image and inside the lesion.
+deformed, handed over as the volume, as the Slicer module hands it over. FBP, TV, the INR
+without prior and NeRP (hash-grid preset; it finds the matching slice and aligns it)
+reconstruct it. Writes the measurement file, the images (HU, NRRD), the prior volume, NeRP's
+change map, a comparison PNG, a change-map PNG and a report (Markdown + JSON) with PSNR/SSIM on
+the whole image and inside the lesion, and how well the change map finds the lesion.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-DEMO_METHODS = (("fbp", None), ("tv", None), ("nerp", "hash-ct"))
+DEMO_METHODS = (("fbp", None), ("tv", None), ("inr", "hash-ct"), ("nerp", "hash-ct"))
 EMBEDDED_MAX_SIZE = 128  # the embedded slices are 256²: the data are simulated on a 2x finer grid
 
 
@@ -24,9 +25,10 @@ def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
     from .io.prior import prior_image
     from .io.measurement import write_measurement
     from .io.volume import MU_WATER_PER_MM, mu_to_hu, write_volume
-    from .methods.metrics import image_metrics
+    from .methods.change import CHANGE_THRESHOLD, change_map
+    from .methods.metrics import dice, image_metrics, roc_auc
     from .methods.registry import reconstruct
-    from .report import comparison_panel
+    from .report import change_panel, comparison_panel
     from .worker.run import resolve_device
 
     out = Path(out)
@@ -58,11 +60,19 @@ def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
 
             config = load_config(preset)
         res = reconstruct(case.measurement, method, prior=case.prior if method == "nerp" else None, config=config,
-                          iterations=iterations if method == "nerp" else None, device=dev)
+                          iterations=iterations if preset else None, device=dev)
         metrics = image_metrics(res.image, case.truth, roi=case.roi)
         rows.append({"method": method, **metrics, "seconds": res.seconds, "iterations": res.iterations})
         images[method] = res.image
         if res.aligned_prior is not None:
+            # Where the data moved NeRP away from the aligned prior, scored against the lesion.
+            change = change_map(res.image, res.aligned_prior, grid.shape)
+            write_volume(out / f"{method}.change.nrrd", change, grid)
+            rows[-1].update(change_auc=roc_auc(change, case.roi),
+                            change_dice=dice(change >= CHANGE_THRESHOLD, case.roi))
+            change_panel(mu_to_hu(res.image, mu_w), change, case.roi, out / "change.png", threshold=CHANGE_THRESHOLD,
+                         window=(-1000, 400), title=f"{method}: change map from {CHANGE_THRESHOLD:g} up; "
+                                                    "white contour: lesion ROI")
             search = (res.extra.get("prior_registration") or {}).get("slice_search") or {}
             label = "prior aligned" + (f" (its slice {search['offset_mm']:+.0f} mm)" if "offset_mm" in search else "")
             rows.append({"method": label, **image_metrics(res.aligned_prior, case.truth, roi=case.roi),
@@ -82,8 +92,13 @@ def run_demo(out: Path, *, size=128, iterations=None, device="auto"):
     for r in rows:
         lines.append(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r.get('roi_psnr', float('nan')):.2f} "
                      f"| {r['seconds']:.1f} |")
-    lines += ["", "![comparison](demo.png)", ""]
+    for r in rows:
+        if "change_auc" in r:
+            lines += ["", f"Change map ({r['method']}.change.nrrd: |{r['method']} − aligned prior|, smoothed, in units of "
+                      f"the background's spread): area under the ROC curve for the lesion ROI {r['change_auc']:.3f}; "
+                      f"Dice {r['change_dice']:.3f} from {CHANGE_THRESHOLD:g} up."]
+    lines += ["", "![comparison](demo.png)", "", "![change map](change.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
-    print("\n".join(lines[4:-2]))
-    print(f"\nwrote {out}/report.md, demo.png, *_hu.nrrd, measurement.h5")
+    print("\n".join(lines[4:-5]))
+    print(f"\nwrote {out}/report.md, demo.png, change.png, *_hu.nrrd, nerp.change.nrrd, measurement.h5")
     return report

@@ -55,6 +55,25 @@ def comparison_panel(images: dict, path, *, window=None, reference=None, title="
     plt.close(fig)
 
 
+def change_panel(image, change, roi, path, *, threshold, window=None, title=""):
+    """The reconstruction's middle slice, then the same with the change map in colour from
+    `threshold` up (what the Slicer module overlays) and the lesion ROI's outline."""
+    plt = _pyplot()
+    img, chg = _middle_slice(image), _middle_slice(change)
+    fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.6))
+    for ax in axes:
+        ax.imshow(img, cmap="gray", vmin=window[0] if window else None, vmax=window[1] if window else None)
+        ax.axis("off")
+    shown = axes[1].imshow(np.ma.masked_less(chg, threshold), cmap="jet", vmin=threshold, vmax=max(10.0, threshold + 1))
+    if roi is not None and np.any(roi):
+        axes[1].contour(_middle_slice(roi).astype(float), levels=[0.5], colors="white", linewidths=0.8)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _atomic_savefig(fig, Path(path))
+    plt.close(fig)
+
+
 def convergence_plot(curves: dict, path, *, ylabel="PSNR (dB)", title=""):
     """curves: label -> (iterations, values)."""
     plt = _pyplot()

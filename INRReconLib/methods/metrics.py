@@ -155,6 +155,13 @@ def image_metrics(x, ref, roi=None, data_range=None) -> dict:
     return out
 
 
+def dice(found, mask) -> float:
+    """Dice overlap 2|F ∩ M| / (|F| + |M|) of two boolean masks (NaN when both are empty)."""
+    f, m = np.asarray(found, dtype=bool), np.asarray(mask, dtype=bool)
+    total = int(f.sum()) + int(m.sum())
+    return float(2.0 * np.logical_and(f, m).sum() / total) if total else float("nan")
+
+
 def roc_auc(score, mask) -> float:
     """Area under the ROC curve of `score` as a detector of `mask` (Mann–Whitney: the chance that
     a voxel inside the mask scores higher than one outside; ties count half). NaN when the mask

@@ -6,8 +6,9 @@ can be reproduced and two runs diffed. Keys:
 
   preset            name of the preset the config started from
   field             {"encoding": {...}, "network": {...}, "backend": "auto"}
-  prior_registration  NeRP: "none" | "rigid" | "deformable": align the prior with a TV image of
-                    the data before embedding it (methods/registration.py)
+  prior_registration  NeRP: "none" | "rigid" | "deformable" | "auto": align the prior with a TV
+                    image of the data before embedding it; auto keeps the rigid or the deformable
+                    alignment, whichever the data fit better (methods/registration.py)
   registration_reference_iterations  TV iterations for that reference image
   prior_slice_search_mm  NeRP, 2D data, a prior volume, registration on: pick the prior's slice
                     within this distance of the plane that best matches the reference (0 = off)

@@ -33,7 +33,7 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
 
     embed_iterations, tv_weight, coarse_to_fine, prior_slice_search_mm: -1 keeps the preset's value
     (0 is a real setting: off). Other numbers: 0 keeps the preset's value, and so does an empty loss,
-    prior_registration ("none" | "rigid" | "deformable") or prior_mismatch ("error" | "warn").
+    prior_registration ("none" | "rigid" | "deformable" | "auto") or prior_mismatch ("error" | "warn").
     Learning rates are Adam's. Encoding keys apply to the preset's encoding kind only (Fourier:
     features, sigma; HashGrid: levels, table).
     """

@@ -93,12 +93,15 @@ def test_demo_runs_on_the_embedded_real_scan_without_shared_data(tmp_path, monke
     monkeypatch.setattr(cases, "data_dir", lambda: None)
     report = run_demo(tmp_path, size=64, iterations=5, device="cpu")
     for name in ("measurement.h5", "truth_hu.nrrd", "prior_hu.nrrd", "prior_volume_hu.nrrd", "fbp_hu.nrrd",
-                 "tv_hu.nrrd", "nerp_hu.nrrd", "demo.png", "report.md", "report.json"):
+                 "tv_hu.nrrd", "inr_hu.nrrd", "nerp_hu.nrrd", "nerp.change.nrrd", "demo.png", "change.png",
+                 "report.md", "report.json"):
         assert (tmp_path / name).exists(), name
     assert report["case"].endswith("_embedded") and "embedded" in report["source"]
     rows = {r["method"].split(" (")[0]: r for r in json.loads((tmp_path / "report.json").read_text())["results"]}
     assert rows["tv"]["psnr"] > rows["fbp"]["psnr"] + 3
     assert "roi_psnr" in rows["nerp"] and "prior aligned" in rows
+    assert 0.0 <= rows["nerp"]["change_dice"] <= 1.0 and 0.0 <= rows["nerp"]["change_auc"] <= 1.0
+    assert "Change map" in (tmp_path / "report.md").read_text()
     truth, _ = read_volume(tmp_path / "truth_hu.nrrd")
     assert truth.min() < -800 and truth.max() > 0  # air and tissue: a real chest, not a phantom
 

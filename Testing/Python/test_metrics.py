@@ -118,6 +118,17 @@ def test_roc_auc_known_values():
     assert np.isnan(roc_auc([1, 2], np.array([True, True])))
 
 
+def test_dice_known_values():
+    from INRReconLib.methods.metrics import dice
+
+    mask = np.array([0, 1, 1, 0], bool)
+    assert dice(mask, mask) == 1.0
+    assert dice(~mask, mask) == 0.0
+    assert dice([1, 1, 0, 0], mask) == 0.5  # 2·1 / (2 + 2)
+    assert dice([0, 1, 0, 0], mask) == pytest.approx(2 / 3)
+    assert np.isnan(dice([0, 0], [0, 0]))
+
+
 def test_the_change_map_ignores_the_mr_scale():
     from INRReconLib.methods.change import CHANGE_THRESHOLD, change_map
 

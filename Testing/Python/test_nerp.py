@@ -245,6 +245,35 @@ def test_deformable_registration_follows_a_smooth_warp(case):
         assert n < stop.checks <= n + 3  # within an iteration or two of the request, not the stage's end
 
 
+def test_auto_registration_keeps_the_alignment_the_data_fit_better(case):
+    """prior_registration "auto": rigid and deformable candidates, and the one whose projections
+    lie closer to the measurement is embedded; its residuals are in the result."""
+    from scipy import ndimage
+
+    from INRReconLib.methods.registration import data_residual
+
+    m, truth, _ = case
+    n = truth.shape[-1]
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    warped = ndimage.map_coordinates(truth[0], [yy + 2 * np.sin(2 * np.pi * xx / n), xx + 2 * np.cos(2 * np.pi * yy / n)],
+                                     order=1)[None].astype(np.float32)
+    # The residual ignores the units (least-squares scale) and ranks the truth (the data are its
+    # noiseless projections) above the warp.
+    r_warped = data_residual(warped, m, "cpu")
+    assert data_residual(3.0 * warped, m, "cpu") == pytest.approx(r_warped, rel=1e-4)
+    assert data_residual(truth, m, "cpu") < 1e-4 < 0.05 < r_warped
+    cfg = {"embed_iterations": 1, "registration_reference_iterations": 100}
+    auto = reconstruct(m, "nerp", prior=warped, config={**cfg, "prior_registration": "auto"}, iterations=1)
+    rigid = reconstruct(m, "nerp", prior=warped, config={**cfg, "prior_registration": "rigid"}, iterations=1)
+    info = auto.extra["prior_registration"]
+    print(info["data_residual"], psnr(auto.aligned_prior, truth), psnr(rigid.aligned_prior, truth))
+    assert set(info["data_residual"]) == {"rigid", "deformable"}
+    assert info["chosen"] == min(info["data_residual"], key=info["data_residual"].get) == "deformable"
+    assert data_residual(auto.aligned_prior, m, "cpu") == pytest.approx(info["data_residual"]["deformable"], rel=1e-4)
+    assert data_residual(rigid.aligned_prior, m, "cpu") == pytest.approx(info["data_residual"]["rigid"], rel=1e-4)
+    assert psnr(auto.aligned_prior, truth) > psnr(rigid.aligned_prior, truth) + 2.0
+
+
 def test_grid_axes_isotropic():
     from INRReconLib.physics import ImageGrid
 

@@ -98,7 +98,7 @@ def test_build_config_sentinels():
     off = load_config(build_config("hash-ct", tv_weight=0.0, coarse_to_fine=0.0, lr=0.01, use_admm=True, admm_rho=0.5))
     assert off["tv_weight"] == 0.0 and off["coarse_to_fine"] == 0.0 and off["lr"] == 0.01
     assert off["optimizer"] == "admm" and off["admm"]["rho"] == 0.5
-    assert kept["prior_registration"] == preset["prior_registration"] == "rigid"
+    assert kept["prior_registration"] == preset["prior_registration"] == "auto"
     assert load_config(build_config("hash-ct", prior_registration="deformable"))["prior_registration"] == "deformable"
     assert kept["prior_mismatch"] == "error" and load_config(build_config("hash-ct", prior_mismatch="warn"))["prior_mismatch"] == "warn"
     assert kept["prior_slice_search_mm"] == preset["prior_slice_search_mm"] == 10
