@@ -1,7 +1,8 @@
 """`inrrecon bench`: every method on the shared cases; prints a table and writes JSON.
 
 Methods are given as NAME or NAME:PRESET (e.g. `nerp:hash-ct`). The `convergence` group fits the
-same INR with plain L2, filtered least squares and ADMM and records PSNR against iterations.
+same INR with plain L2, filtered least squares and ADMM and records PSNR against iterations; the
+`nufft` group times the NUFFT backends (bench_nufft.py).
 Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
 are wall time of `reconstruct` on the chosen device.
 """
@@ -161,6 +162,8 @@ def run_bench(args) -> int:
         for g, specs in CASE_GROUPS.items():
             print(f"{g}: " + ", ".join(f"{k}({', '.join(f'{a}={b}' for a, b in kw.items())})" for k, kw in specs))
         print("convergence: LS vs FLS vs ADMM curves on the 128² thorax slice")
+        print("nufft: forward / adjoint / normal of each NUFFT backend, 256² x 8 coils x 40 spokes and "
+              "128² x 20 frames x 8 coils")
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +180,14 @@ def run_bench(args) -> int:
     for group in groups:
         if group == "convergence":
             result["convergence"] = _convergence(out, device, args.iterations)
+            _write_json(out / "bench.json", result)
+            continue
+        if group == "nufft":
+            from .bench_nufft import nufft_timings, print_nufft_table
+
+            result["nufft"] = nufft_timings(device)
+            print()
+            print_nufft_table(result["nufft"])
             _write_json(out / "bench.json", result)
             continue
         for kind, kw in build_cases(group):

@@ -31,6 +31,10 @@ from .physics.mr_geometry import MRGeometry
 CT_GEOMETRIES = ("parallel", "fan", "cone")
 MR_TRAJECTORIES = ("radial", "cartesian")
 
+# Simulated k-space comes from one fixed NUFFT, so the benchmark data do not change with what is
+# installed or with the `auto` choice of the reconstruction (the cases were made with this one).
+SIMULATION_NUFFT = "torchkbnufft"
+
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
@@ -250,7 +254,7 @@ def _unit_gain(dcf: np.ndarray, traj: np.ndarray, grid: ImageGrid, device) -> np
 
     from .physics.mr_operator import MROperator
 
-    op = MROperator(MRGeometry("noncartesian", trajectory=traj), grid, device)
+    op = MROperator(MRGeometry("noncartesian", trajectory=traj), grid, device, nufft=SIMULATION_NUFFT)
     axes = [(np.arange(n) - n // 2) / (n / 8.0) for n in grid.shape]
     blob = np.exp(-0.5 * sum(a ** 2 for a in np.meshgrid(*axes, indexing="ij")))
     x = np.broadcast_to(blob, op.image_shape).astype(np.complex64)
@@ -341,7 +345,7 @@ def simulate_mr(volume_zyx_real_or_complex, grid: ImageGrid, *, trajectory: str 
         kyy = np.broadcast_to(ky[:, None], spatial)
         kxx = np.broadcast_to(kx[None, :], spatial)
         omega_yx = np.stack([np.stack([kyy[geom.mask[f]], kxx[geom.mask[f]]]) for f in range(n_frames)])
-    op = MROperator(fgeom, fgrid, device)
+    op = MROperator(fgeom, fgrid, device, nufft=SIMULATION_NUFFT)
     with torch.no_grad():
         k = op.forward(torch.as_tensor(fine_img.astype(np.complex64), device=device)).cpu().numpy()
     k = k.astype(np.complex128)

@@ -54,19 +54,6 @@ def _cone_case(size: int, views: int, device):
     return measurement, prior
 
 
-def _with_projector(backend: str):
-    """Make every CTProjector use `backend` (the projector is no config key yet)."""
-    import INRReconLib.physics.ct_projector as cp
-
-    original = cp.CTProjector.__init__
-
-    def init(self, geometry, grid, device="cpu", backend_ignored="auto"):
-        original(self, geometry, grid, device=device, backend=backend)
-
-    cp.CTProjector.__init__ = init
-    return lambda: setattr(cp.CTProjector, "__init__", original)
-
-
 def time_nerp(measurement, prior, device, steps: int, projector: str, encoding: str) -> dict:
     import torch
 
@@ -74,19 +61,17 @@ def time_nerp(measurement, prior, device, steps: int, projector: str, encoding: 
     from INRReconLib.methods.registry import reconstruct
 
     config = load_config({"preset": "hash-cone", "prior_registration": "none", "embed_iterations": steps,
-                          "iterations": steps, "field": {"backend": encoding}}, modality="CT", cone_3d=True)
-    restore = _with_projector(projector)
-    try:
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = reconstruct(measurement, "nerp", prior=prior, config=config, device=device)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    finally:
-        restore()
+                          "iterations": steps, "projector": projector, "field": {"backend": encoding}},
+                         modality="CT", cone_3d=True)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = reconstruct(measurement, "nerp", prior=prior, config=config, device=device)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert result.config["projector"] == projector  # the backend that ran
     per_step = seconds / (2 * steps)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
     preset = load_config("hash-cone")

@@ -20,13 +20,13 @@ from ..physics.ct_filters import (WINDOWS, angular_weights, cone_frame, fdk_cosi
 from ..physics.ct_projector import CTProjector
 from .result import ReconResult
 
-FBP_DEFAULTS = {"filter": "ramp"}
-SIRT_DEFAULTS = {"iterations": 200, "nonneg": True}
-CGLS_DEFAULTS = {"iterations": 50}
+FBP_DEFAULTS = {"filter": "ramp", "projector": "auto"}
+SIRT_DEFAULTS = {"iterations": 200, "nonneg": True, "projector": "auto"}
+CGLS_DEFAULTS = {"iterations": 50, "projector": "auto"}
 # lambda: TV weight of the *normalised* problem (see `tv`), dimensionless. On clean 20-view 64²
 # phantoms (parallel and fan) 0.002-0.005 was best (0.0005 and 0.02 lost 1.5-4 dB); raise it for
 # noisy data.
-TV_DEFAULTS = {"iterations": 1000, "lambda": 0.002, "nonneg": True}
+TV_DEFAULTS = {"iterations": 1000, "lambda": 0.002, "nonneg": True, "projector": "auto"}
 
 # Full-scan detection for fan/cone: an arc within this many view steps of 360° counts as full.
 _FULL_SCAN_TOLERANCE = 1.5
@@ -40,10 +40,11 @@ def _setup(measurement, config, defaults, device):
         raise InputError("config", f"unknown keys {sorted(unknown)}.", f"Known keys: {sorted(defaults)}.")
     cfg = dict(defaults)
     cfg.update(config)
-    op = CTProjector(measurement.geometry, measurement.grid, device=device)
+    op = CTProjector(measurement.geometry, measurement.grid, device=device, backend=cfg["projector"])
+    cfg["projector"] = op.backend  # the one used, as the result's config records it
     y = torch.as_tensor(np.asarray(measurement.data, dtype=np.float32), device=op.device)
-    if tuple(y.shape) != op.sinogram_shape:
-        raise InputError("/data", f"has shape {list(y.shape)}, the geometry expects {list(op.sinogram_shape)}.",
+    if tuple(y.shape) != op.data_shape:
+        raise InputError("/data", f"has shape {list(y.shape)}, the geometry expects {list(op.data_shape)}.",
                          "Write the sinogram as [n_views, n_rows, n_cols] to match /geometry.")
     return cfg, op, y
 
@@ -121,7 +122,7 @@ def sirt(measurement, *, prior=None, config=None, iterations=None, device="cpu",
     n = _n_iterations(iterations, cfg)
     with torch.no_grad():
         row = op.forward(torch.ones(op.image_shape, device=op.device))
-        col = op.adjoint(torch.ones(op.sinogram_shape, device=op.device))
+        col = op.adjoint(torch.ones(op.data_shape, device=op.device))
         R = torch.where(row > 1e-6 * row.max(), 1.0 / row.clamp(min=1e-12), torch.zeros_like(row))
         C = torch.where(col > 1e-6 * col.max(), 1.0 / col.clamp(min=1e-12), torch.zeros_like(col))
         x = torch.zeros(op.image_shape, device=op.device)
@@ -247,7 +248,7 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
 
         x = torch.zeros(op.image_shape, device=op.device)
         x_bar = x.clone()
-        p = torch.zeros(op.sinogram_shape, device=op.device)
+        p = torch.zeros(op.data_shape, device=op.device)
         q = torch.zeros((dims,) + tuple(img(x).shape), device=op.device)
         for it in range(1, n + 1):
             ax = op.forward(x_bar) / a

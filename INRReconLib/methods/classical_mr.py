@@ -23,9 +23,10 @@ from ..physics.mr_sampling import density_compensation
 from .monitor import Monitor
 from .result import ReconResult
 
-ADJOINT_DEFAULTS = {"density_compensation": True, "scale": "least-squares"}
-CGSENSE_DEFAULTS = {"lambda": 0.0, "dcf_weighting": False, "tolerance": 1e-6, "toeplitz": True}
-TV_DEFAULTS = {"lambda": 2e-4, "temporal_weight": None, "precondition": True, "init": "adjoint", "step": 10.0}
+ADJOINT_DEFAULTS = {"density_compensation": True, "scale": "least-squares", "nufft": "auto"}
+CGSENSE_DEFAULTS = {"lambda": 0.0, "dcf_weighting": False, "tolerance": 1e-6, "toeplitz": True, "nufft": "auto"}
+TV_DEFAULTS = {"lambda": 2e-4, "temporal_weight": None, "precondition": True, "init": "adjoint", "step": 10.0,
+               "nufft": "auto"}
 CGSENSE_ITERATIONS = 30
 TV_ITERATIONS = 200
 
@@ -80,10 +81,18 @@ def _single_coil_geometry(geo: MRGeometry, maps=None) -> MRGeometry:
                       frame_times_s=geo.frame_times_s)
 
 
-def _coil_images(measurement, device, dcf_on: bool = True):
+def _operator(measurement, device, cfg, geometry=None, **options) -> MROperator:
+    """The MR operator with the config's NUFFT backend; the config then names the one used."""
+    op = MROperator(geometry or measurement.geometry, measurement.grid, device, nufft=cfg["nufft"], **options)
+    if op.nufft is not None:
+        cfg["nufft"] = op.nufft
+    return op
+
+
+def _coil_images(measurement, device, cfg, dcf_on: bool = True):
     """Per-coil density-compensated adjoint images [n_coils, n_frames, nz, ny, nx] for data
     without coil maps, and the single-coil operator used."""
-    op = MROperator(_single_coil_geometry(measurement.geometry), measurement.grid, device)
+    op = _operator(measurement, device, cfg, _single_coil_geometry(measurement.geometry))
     y_all = torch.as_tensor(np.ascontiguousarray(measurement.data, dtype=np.complex64), device=device)
     expect = (op.n_frames, y_all.shape[1], op.n_samples)
     if tuple(y_all.shape) != expect:
@@ -96,14 +105,14 @@ def _coil_images(measurement, device, dcf_on: bool = True):
     return torch.stack(imgs), op, y_all
 
 
-def estimate_coil_maps(measurement, device="cpu", width: float = 0.1) -> np.ndarray:
+def estimate_coil_maps(measurement, device="cpu", width: float = 0.1, nufft: str = "auto") -> np.ndarray:
     """Coil maps for multi-coil data stored without them, complex64 [n_coils, nz, ny, nx].
 
     Low-resolution coil images (density-compensated adjoints, averaged over frames, Gaussian
     low-pass with `width` x the k-space extent) divided by their root sum of squares: smooth
     maps with sum |S|^2 = 1 that hold the coil phases. Cruder than ESPIRiT, enough for
     CG-SENSE and TV on simulated or well-behaved data."""
-    imgs, _, _ = _coil_images(measurement, device)
+    imgs, _, _ = _coil_images(measurement, device, {"nufft": nufft})
     imgs = imgs.mean(dim=1)  # [C, nz, ny, nx]
     dims = tuple(d for d in (-3, -2, -1) if imgs.shape[d] > 1)
     k = torch.fft.fftshift(torch.fft.fftn(imgs, dim=dims), dim=dims)
@@ -119,10 +128,10 @@ def estimate_coil_maps(measurement, device="cpu", width: float = 0.1) -> np.ndar
     return (low / rss).to(torch.complex64).cpu().numpy()
 
 
-def _with_maps(measurement, device):
+def _with_maps(measurement, device, nufft):
     """The measurement itself, or a copy whose geometry holds estimated coil maps."""
     if _check_mr(measurement):
-        maps = estimate_coil_maps(measurement, device)
+        maps = estimate_coil_maps(measurement, device, nufft=nufft)
         geo = _single_coil_geometry(measurement.geometry, maps)
         return type(measurement)(measurement.modality, measurement.data, measurement.grid, geo,
                                  dict(measurement.attrs)), True
@@ -185,7 +194,7 @@ def adjoint(measurement, *, prior=None, config=None, iterations=None, device="cp
     n_uncombined = _check_mr(measurement)
     with torch.no_grad():
         if n_uncombined:
-            imgs, op, y_all = _coil_images(measurement, device, cfg["density_compensation"])
+            imgs, op, y_all = _coil_images(measurement, device, cfg, cfg["density_compensation"])
             if cfg["scale"] == "least-squares":
                 num = sum(float(torch.vdot(op(im).flatten(), y_all[:, c:c + 1].flatten()).real)
                           for c, im in enumerate(imgs))
@@ -194,7 +203,7 @@ def adjoint(measurement, *, prior=None, config=None, iterations=None, device="cp
             x = torch.sqrt((imgs.abs() ** 2).sum(dim=0)).to(torch.complex64)
             residual = float("nan")
         else:
-            op = MROperator(measurement.geometry, measurement.grid, device)
+            op = _operator(measurement, device, cfg)
             y = _data(measurement, op, device)
             dcf = _dcf(measurement, op, device) if cfg["density_compensation"] else None
             x = _sense_combine(op.adjoint(y if dcf is None else y * dcf[:, None, :]), op)
@@ -222,9 +231,9 @@ def cgsense(measurement, *, prior=None, config=None, iterations=None, device="cp
     monitor = monitor or Monitor()
     device = torch.device(device)
     n_iter = int(iterations or CGSENSE_ITERATIONS)
-    measurement, estimated = _with_maps(measurement, device)
+    measurement, estimated = _with_maps(measurement, device, cfg["nufft"])
     with torch.no_grad():
-        op = MROperator(measurement.geometry, measurement.grid, device, toeplitz=bool(cfg["toeplitz"]))
+        op = _operator(measurement, device, cfg, toeplitz=bool(cfg["toeplitz"]))
         y = _data(measurement, op, device)
         w = _dcf(measurement, op, device) if (cfg["dcf_weighting"] and op.type != "cartesian") else None
 
@@ -313,9 +322,9 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
     monitor = monitor or Monitor()
     device = torch.device(device)
     n_iter = int(iterations or TV_ITERATIONS)
-    measurement, estimated = _with_maps(measurement, device)
+    measurement, estimated = _with_maps(measurement, device, cfg["nufft"])
     with torch.no_grad():
-        op = MROperator(measurement.geometry, measurement.grid, device)
+        op = _operator(measurement, device, cfg)
         y = _data(measurement, op, device)
         dcf = _dcf(measurement, op, device)
         lam = float(cfg["lambda"])

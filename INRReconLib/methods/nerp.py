@@ -30,7 +30,7 @@ from ..io.prior import PriorSlices, prior_image
 from .admm import admm_fit, cgls
 from .losses import LOSSES, data_loss, make_scheduler, tv_loss
 from .monitor import Monitor
-from .presets import load_config, measurement_context
+from .presets import backend_config, load_config, measurement_context
 
 log = logging.getLogger("INRReconLib.methods.nerp")
 from .registration import align_to_measurement
@@ -132,13 +132,14 @@ class _Problem:
         if self.mr and data.shape[0] != 1:
             raise InputError("/data", f"has {data.shape[0]} frames; NeRP/INR reconstruct one static image.",
                              "Use the dynamic MRI method for time series, or pick one frame.")
-        self.op = operator_for(measurement, device)
+        self.op = operator_for(measurement, device, **backend_config(config, measurement.modality))
+        # The result's config names the backend that ran, not "auto".
+        config.update(backend_config(config, measurement.modality, self.op))
         self.n_coils = self.op.n_coils if self.mr else 1
         dtype = torch.complex64 if self.mr else torch.float32
         self.y = torch.as_tensor(data, dtype=dtype, device=device)
-        if tuple(self.y.shape) != tuple(self.op.data_shape if self.mr else self.op.sinogram_shape):
-            raise InputError("/data", f"has shape {list(self.y.shape)}, the geometry needs "
-                             f"{list(self.op.data_shape if self.mr else self.op.sinogram_shape)}.")
+        if tuple(self.y.shape) != tuple(self.op.data_shape):
+            raise InputError("/data", f"has shape {list(self.y.shape)}, the geometry needs {list(self.op.data_shape)}.")
         self.image_shape = tuple(self.op.image_shape)
         self.scale = 1.0
         self.col_spacing = 1.0 if self.mr else _isocentre_col_spacing(measurement.geometry)
@@ -369,8 +370,8 @@ def _check_prior_matches(correlation: float, cfg: dict, extra: dict) -> None:
     threshold = float(cfg["prior_min_correlation"])
     if correlation >= threshold:
         return
-    message = (f"does not match the new data: after alignment its correlation with a TV image of the "
-               f"measurement is {correlation:.2f}, where the patient's own earlier scan gives about 0.97 "
+    message = (f"does not match the new data: rigidly aligned, its correlation with a TV image of the "
+               f"measurement is {correlation:.2f}, where the patient's own earlier scan gives 0.95-0.98 "
                f"(prior_min_correlation {threshold:g}). It may be another patient, another modality or "
                "another part of the body.")
     if cfg["prior_mismatch"] == "error":
@@ -435,7 +436,8 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
                 slices = prior.within(cfg["prior_slice_search_mm"])
             aligned, info, reference = align_to_measurement(
                 prior_t.cpu().numpy(), measurement, cfg["prior_registration"],
-                cfg["registration_reference_iterations"], device, monitor, slices=slices)
+                cfg["registration_reference_iterations"], device, monitor, slices=slices,
+                backends=backend_config(cfg, modality))
             extra["prior_registration"] = info
             if aligned is None:
                 # Cancelled while reconstructing the reference or registering: that TV image is the best result so far.

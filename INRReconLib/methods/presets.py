@@ -6,6 +6,10 @@ can be reproduced and two runs diffed. Keys:
 
   preset            name of the preset the config started from
   field             {"encoding": {...}, "network": {...}, "backend": "auto"}
+  projector         CT forward model: "auto" (astra on CUDA when it has CUDA, else torch) |
+                    "torch" | "astra"; the result's config names the one that ran
+  nufft             non-Cartesian MR: "auto" (physics/mr_nufft.py AUTO_NUFFT, measured) |
+                    "torchkbnufft" | "finufft"; the result's config names the one that ran
   prior_registration  NeRP: "none" | "rigid" | "deformable" | "auto": align the prior with a TV
                     image of the data before embedding it; auto keeps the rigid or the deformable
                     alignment, whichever the data fit better (methods/registration.py)
@@ -170,6 +174,16 @@ def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", 
     if overrides:
         config = _merge(config, dict(overrides), "")
     return config
+
+
+def backend_config(cfg: dict, modality: str, op=None) -> dict:
+    """The config key that picks the operator's backend for this modality ({"projector": ...} or
+    {"nufft": ...}), as `cfg` asks for it, or as `op` resolved it (empty for Cartesian MR)."""
+    if modality == "CT":
+        return {"projector": op.backend if op is not None else cfg["projector"]}
+    if op is not None:
+        return {} if op.nufft is None else {"nufft": op.nufft}
+    return {"nufft": cfg["nufft"]}
 
 
 def save_config(config: dict, path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from .ct_geometry import CTGeometry
-from .ct_projector import _Backproject, _Project
 from .grid import ImageGrid
 
 
@@ -57,12 +56,6 @@ class AstraCTBackend:
         except Exception:
             pass
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return _Project.apply(image, self)
-
-    def adjoint(self, sino: torch.Tensor) -> torch.Tensor:
-        return _Backproject.apply(sino, self)
-
     # Raw (non-autograd) operations on [nz, ny, nx] / [n_views, n_rows, n_cols] float32 CUDA tensors.
     def _link(self, t: torch.Tensor):
         """A DLPack-capable tensor for astra, or a GPULink for astra versions without DLPack."""
@@ -99,13 +92,13 @@ class AstraCTBackend:
         self._call("direct_BP3D", vol, proj)
         return vol.to(sino.dtype)
 
-    # The autograd pair in ct_projector calls these two (backward of one is the other).
-    def _forward_raw(self, image):
+    # CTProjector's forward/adjoint (physics.linear) call these two, with or without a batch dim.
+    def forward_raw(self, image):
         if image.dim() == 4:
             return torch.stack([self.fp_raw(im) for im in image])
         return self.fp_raw(image)
 
-    def _adjoint_raw(self, sino):
+    def adjoint_raw(self, sino):
         if sino.dim() == 4:
             return torch.stack([self.bp_raw(s) for s in sino])
         return self.bp_raw(sino)

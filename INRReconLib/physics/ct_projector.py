@@ -16,8 +16,6 @@ astra backend (`ct_astra.py`) is used instead when `backend="auto"`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,9 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .ct_geometry import CTGeometry
 from .grid import ImageGrid
+from .linear import LinearOperator
+
+PROJECTORS = ("auto", "torch", "astra")
 
 # Sample coordinates of all views are cached when they fit in this many bytes (the 64x128x128,
 # 20-view, 100x200 cone case needs ~410 MiB); otherwise they are recomputed per chunk of views
@@ -35,8 +36,8 @@ CACHE_BYTES = 512 * 2**20
 CHUNK_BYTES = 24 * 2**20
 
 
-class CTProjector:
-    """A = line-integral operator for `geometry` on `grid`.
+class CTProjector(LinearOperator):
+    """A = line-integral operator for `geometry` on `grid` (physics.linear.LinearOperator).
 
     forward(image):  image [nz, ny, nx] or [batch, nz, ny, nx] (μ, 1/mm)
                      -> sinogram [n_views, n_rows, n_cols] (or with the batch dim), dimensionless.
@@ -44,8 +45,14 @@ class CTProjector:
     Both accept torch tensors (or NumPy arrays) and are autograd-aware: the gradient of forward
     is adjoint and vice versa.
 
-    backend: "auto" (astra on CUDA when astra has CUDA, else torch), "torch" or "astra".
+    backend (the config key `projector`): "auto" (astra on CUDA when astra has CUDA, else torch),
+    "torch" or "astra"; `self.backend` is the one in use.
     """
+
+    dtype = torch.float32
+    batch_dims = 1
+    data_name = "sinogram"
+    _shape_hint = "Check that the image grid and the geometry belong to the same measurement."
 
     def __init__(self, geometry: CTGeometry, grid: ImageGrid, device="cpu", backend: str = "auto"):
         if not isinstance(geometry, CTGeometry):
@@ -53,8 +60,8 @@ class CTProjector:
         if grid.is_2d and geometry.n_rows != 1:
             raise InputError("/geometry", f"a 2D grid (nz = 1) needs a one-row detector, got {geometry.n_rows} rows.",
                              "Use a 3D grid for a multi-row detector, or keep one row.")
-        if backend not in ("auto", "torch", "astra"):
-            raise InputError("backend", f"must be 'auto', 'torch' or 'astra', got {backend!r}.")
+        if backend not in PROJECTORS:
+            raise InputError("projector", f"must be 'auto', 'torch' or 'astra', got {backend!r}.")
         self.geometry = geometry
         self.grid = grid
         self.device = torch.device(device)
@@ -62,55 +69,23 @@ class CTProjector:
         self.backend = self._choose_backend(backend)
         self._astra = None
         self._cache = {}  # (device, dtype) -> list of (view slice, coords, step) per chunk
-        self._norm = None
         self._plan = self._plan_rays()
+        self.image_shape = tuple(grid.shape)
+        self.data_shape = tuple(geometry.sinogram_shape)
 
-    # ----------------------------------------------------------------- public API
-    @property
-    def image_shape(self) -> tuple:
-        return self.grid.shape
-
-    @property
-    def sinogram_shape(self) -> tuple:
-        return self.geometry.sinogram_shape
-
-    def forward(self, image):
-        image = self._as_tensor(image)
-        self._check(image, self.image_shape, "image", "an image on the measurement grid")
+    def _forward_impl(self, image):
         if self.backend == "astra":
-            return self._astra_backend().forward(image)
-        return _Project.apply(image, self)
+            return self._astra_backend().forward_raw(image)
+        return self._forward_raw(image)
 
-    __call__ = forward
-
-    def adjoint(self, sino):
-        sino = self._as_tensor(sino)
-        self._check(sino, self.sinogram_shape, "sinogram", "a sinogram of this geometry")
+    def _adjoint_impl(self, sino):
         if self.backend == "astra":
-            return self._astra_backend().adjoint(sino)
-        return _Backproject.apply(sino, self)
+            return self._astra_backend().adjoint_raw(sino)
+        return self._adjoint_raw(sino)
 
     def subset(self, view_indices) -> "CTProjector":
         """The projector for some views only (ordered subsets, mini-batches of views)."""
         return CTProjector(self.geometry.subset(view_indices), self.grid, self.device, self.requested_backend)
-
-    def norm_estimate(self, n_iter: int = 20, seed: int = 0) -> float:
-        """Largest singular value of A by power iteration on AᵀA (cached after the first call)."""
-        if self._norm is not None:
-            return self._norm
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.rand(self.image_shape, generator=gen).to(self.device)
-        x /= x.norm()
-        s = 0.0
-        with torch.no_grad():
-            for _ in range(n_iter):
-                y = self.adjoint(self.forward(x))
-                s = float(y.norm())
-                if s == 0:
-                    break
-                x = y / s
-        self._norm = math.sqrt(s)
-        return self._norm
 
     def backproject_voxel_driven(self, sino, view_weights=None, fdk_weighting: bool = False):
         """Σ_views w_i · sino_i(projection of each voxel centre), linear interpolation on the detector.
@@ -121,8 +96,7 @@ class CTProjector:
         the detector normal, SID = that of the isocentre (grid centre).
         sino: [n_views, n_rows, n_cols]; view_weights: [n_views] or None. Returns grid.shape.
         """
-        sino = self._as_tensor(sino)
-        self._check(sino, self.sinogram_shape, "sinogram", "a sinogram of this geometry")
+        sino = self._prepare(sino, self.data_shape, "sinogram")
         if sino.dim() != 3:
             raise InputError("sinogram", "voxel-driven backprojection takes one sinogram, not a batch.")
         dtype = sino.dtype if sino.is_floating_point() else torch.float32
@@ -186,8 +160,8 @@ class CTProjector:
                 astra_ok = False
         if backend == "astra":
             if not (cuda_ok and astra_ok):
-                raise InputError("backend", "the astra backend needs a CUDA device and astra-toolbox with CUDA.",
-                                 "Use backend='torch' or 'auto'.")
+                raise InputError("projector", "the astra backend needs a CUDA device and astra-toolbox with CUDA.",
+                                 "Use projector 'torch' or 'auto'.")
             return "astra"
         return "astra" if (cuda_ok and astra_ok) else "torch"
 
@@ -197,19 +171,6 @@ class CTProjector:
 
             self._astra = AstraCTBackend(self.geometry, self.grid)
         return self._astra
-
-    def _as_tensor(self, x):
-        if not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
-        return x
-
-    @staticmethod
-    def _check(x, shape, name, what):
-        shape = tuple(shape)
-        if tuple(x.shape[-3:]) != shape or x.dim() not in (3, 4):
-            raise InputError(name, f"has shape {list(x.shape)}, expected {list(shape)} (or with a leading batch "
-                             f"dimension) for {what}.",
-                             "Check that the image grid and the geometry belong to the same measurement.")
 
     def _plan_rays(self):
         """Number of samples per ray and how views are chunked."""
@@ -409,28 +370,3 @@ def _grid_sample_input_grad(grad_out, template, coords):
             leaf = template.clone().requires_grad_(True)
             out = F.grid_sample(leaf, coords, mode="bilinear", padding_mode="zeros", align_corners=False)
             return torch.autograd.grad(out, leaf, grad_out)[0]
-
-
-class _Project(torch.autograd.Function):
-    """Forward projection with the adjoint as backward, for any `op` with `_forward_raw` and
-    `_adjoint_raw` (the torch projector and the astra backend)."""
-
-    @staticmethod
-    def forward(ctx, image, op):
-        ctx.op = op
-        return op._forward_raw(image)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _Backproject.apply(grad.contiguous(), ctx.op), None
-
-
-class _Backproject(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, sino, op):
-        ctx.op = op
-        return op._adjoint_raw(sino)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _Project.apply(grad.contiguous(), ctx.op), None

@@ -1,10 +1,10 @@
 """The MR forward model (docs/measurement-format.md, MR part): coil sensitivities, then a Cartesian FFT with a
-sampling mask or a non-Cartesian NUFFT (torchkbnufft) along a trajectory.
+sampling mask or a non-Cartesian NUFFT along a trajectory (backends in mr_nufft.py).
 
 Images are complex [n_frames, nz, ny, nx] (nz == 1 for 2D), k-space is complex
 [n_frames, n_coils, n_samples]. The operator is linear over the complex numbers; `forward` and
-`adjoint` are autograd-aware and the backward of each is the other, so INR losses can call
-`op(image)` directly.
+`adjoint` are autograd-aware (physics.linear) and the backward of each is the other, so INR
+losses can call `op(image)` directly.
 """
 
 from __future__ import annotations
@@ -14,30 +14,14 @@ import torch
 
 from ..errors import InputError
 from .grid import ImageGrid
+from .linear import LinearOperator
 from .mr_geometry import MRGeometry
+from .mr_nufft import check_nufft, choose_nufft, make_nufft
 
 _SPATIAL = (-3, -2, -1)  # FFT axes of a [..., nz, ny, nx] array; a size-1 z axis is a no-op
 
 
-class _LinearApply(torch.autograd.Function):
-    """y = A x or y = Aᴴ x with backward the other one.
-
-    torch's complex convention: for a C-linear map the vector-Jacobian product is the conjugate
-    transpose, so the backward of A is Aᴴ and vice versa. Calling `apply` again inside backward
-    keeps higher-order gradients available."""
-
-    @staticmethod
-    def forward(ctx, x, op, adjoint):
-        ctx.op, ctx.adjoint = op, adjoint
-        with torch.no_grad():
-            return op._adjoint_impl(x) if adjoint else op._forward_impl(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _LinearApply.apply(grad, ctx.op, not ctx.adjoint), None, None
-
-
-class MROperator:
+class MROperator(LinearOperator):
     """A: image [n_frames, nz, ny, nx] complex64 -> k-space [n_frames, n_coils, n_samples].
 
     Cartesian: k = fftshift(fftn(ifftshift(S_c x), norm="ortho")) over (z, y, x), then the mask's
@@ -45,20 +29,26 @@ class MROperator:
     largest count) entries are padded at the end: `forward` writes 0 there and `adjoint` ignores
     those entries, so A stays an exact linear map with an exact adjoint.
 
-    Non-Cartesian: `torchkbnufft.KbNufft(im_size, norm="ortho")`, grid 2x im_size, 6-point
-    Kaiser–Bessel; one trajectory per frame (batched omega). Its scale is 1/sqrt(prod grid size),
+    Non-Cartesian: the NUFFT backend `nufft` (mr_nufft.py: "torchkbnufft", "finufft" or "auto"; the
+    one in use is `self.nufft`), one trajectory per frame. Its scale is 1/sqrt(prod(2 im_size)),
     unlike the orthonormal Cartesian FFT (docs/measurement-format.md). Density compensation is never applied
     here; methods pass it where they want it (`normal(x, dcf=...)`).
 
     Coil maps [n_coils, (nz,) ny, nx] multiply the image first; without them there is one coil of
     unit sensitivity. Coil maps are constants (no gradient flows into them).
 
-    toeplitz: let `normal` use a Toeplitz-embedded kernel for non-Cartesian data (two FFTs on
-    the 2x grid instead of an interpolation round trip; ~1e-3 relative difference from
-    adjoint(forward(x)), and self-adjoint, so it is safe inside CG and for autograd).
+    toeplitz: let `normal` use the backend's Toeplitz-embedded kernel for non-Cartesian data
+    (mr_nufft.py: two FFTs on the 2x grid instead of an interpolation round trip; 1e-5 (finufft)
+    to 1e-3 (torchkbnufft) from adjoint(forward(x)), and self-adjoint, so it is safe inside CG
+    and for autograd).
     """
 
-    def __init__(self, geometry: MRGeometry, grid: ImageGrid, device="cpu", toeplitz: bool = True):
+    dtype = torch.complex64
+    data_name = "k-space"
+    _shape_hint = "Check n_frames, n_coils and the grid of the measurement."
+
+    def __init__(self, geometry: MRGeometry, grid: ImageGrid, device="cpu", toeplitz: bool = True,
+                 nufft: str = "auto"):
         if not isinstance(geometry, MRGeometry):
             raise InputError("/geometry", f"expected an MRGeometry, got {type(geometry).__name__}.")
         self.geometry, self.grid = geometry, grid
@@ -69,6 +59,8 @@ class MROperator:
         self.image_shape = (self.n_frames, nz, ny, nx)
         self.im_size = (ny, nx) if nz == 1 else (nz, ny, nx)
         self.type = geometry.type
+        # Cartesian data need no NUFFT (self.nufft None); a wrong name is still reported.
+        self.nufft = choose_nufft(nufft, self.device) if self.type != "cartesian" else check_nufft(nufft)
         self.smaps = self._coil_maps(geometry.coil_maps)  # [C, nz, ny, nx] or None
         self.n_coils = 1 if self.smaps is None else self.smaps.shape[0]
         if self.type == "cartesian":
@@ -76,7 +68,6 @@ class MROperator:
         else:
             self._setup_noncartesian(geometry.trajectory)
         self.data_shape = (self.n_frames, self.n_coils, self.n_samples)
-        self._toep_cache = {}
 
     # ---- construction ---------------------------------------------------------------------
     def _spatial_array(self, a: np.ndarray, field: str, lead: int, what: str) -> np.ndarray:
@@ -118,8 +109,6 @@ class MROperator:
         self._all_valid = bool(valid.all())
 
     def _setup_noncartesian(self, traj):
-        import torchkbnufft as tkbn
-
         traj = np.asarray(traj, dtype=np.float32)
         ndim = len(self.im_size)
         if traj.ndim != 3 or traj.shape[0] != self.n_frames or traj.shape[1] != ndim:
@@ -133,23 +122,9 @@ class MROperator:
                              "Scale k-space positions to radians per voxel (k_max = pi at Nyquist).")
         self.n_samples = int(traj.shape[2])
         self.omega = torch.as_tensor(traj, device=self.device)
-        # One frame: the unbatched path, which torchkbnufft parallelises over samples on CPU.
-        self._omega_arg = self.omega[0] if self.n_frames == 1 else self.omega
-        self._nufft = tkbn.KbNufft(im_size=self.im_size, device=self.device)
-        self._nufft_adj = tkbn.KbNufftAdjoint(im_size=self.im_size, device=self.device)
-        self._smaps_nufft = None if self.smaps is None else self.smaps.reshape(1, self.n_coils, *self.im_size)
-
-    # ---- checks ----------------------------------------------------------------------------
-    def _check(self, x, expect, name, layout):
-        x = torch.as_tensor(x, device=self.device)
-        if tuple(x.shape) != tuple(expect):
-            raise InputError(name, f"has shape {list(x.shape)}, the operator expects {list(expect)} {layout}.",
-                             "Check n_frames, n_coils and the grid of the measurement.")
-        if not x.is_complex():
-            x = x.to(torch.complex64)
-        elif x.dtype != torch.complex64:
-            x = x.to(torch.complex64)
-        return x
+        smaps = None if self.smaps is None else self.smaps.reshape(self.n_coils, *self.im_size)
+        self._backend = make_nufft(self.nufft, self.omega, self.im_size, smaps, self.device)
+        self._toeplitz = {}  # dcf key -> the backend's Toeplitz normal (unweighted, and the latest weighted one)
 
     # ---- the maps themselves (no autograd bookkeeping) -------------------------------------
     def _forward_impl(self, x):
@@ -161,8 +136,7 @@ class MROperator:
             k = k.reshape(f, self.n_coils, -1)
             out = torch.gather(k, 2, self._idx[:, None, :].expand(f, self.n_coils, self.n_samples))
             return out if self._all_valid else out * self._valid[:, None, :]
-        img = x.reshape(f, 1, *self.im_size)
-        return self._nufft(img, self._omega_arg, smaps=self._smaps_nufft, norm="ortho")
+        return self._backend.forward(x).reshape(self.data_shape)
 
     def _adjoint_impl(self, y):
         f = self.n_frames
@@ -177,28 +151,15 @@ class MROperator:
             coil = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(k, dim=_SPATIAL), dim=_SPATIAL,
                                                       norm="ortho"), dim=_SPATIAL)
             return coil[:, 0] if self.smaps is None else (coil * self.smaps.conj()[None]).sum(dim=1)
-        img = self._nufft_adj(y, self._omega_arg, smaps=self._smaps_nufft, norm="ortho")
-        return img.reshape(self.image_shape)
+        return self._backend.adjoint(y).reshape(self.image_shape)
 
-    # ---- public ----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: complex [n_frames, nz, ny, nx] -> k-space complex64 [n_frames, n_coils, n_samples]."""
-        x = self._check(x, self.image_shape, "image", "[n_frames, nz, ny, nx]")
-        return _LinearApply.apply(x, self, False)
-
-    __call__ = forward
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """y: complex [n_frames, n_coils, n_samples] -> image complex64 [n_frames, nz, ny, nx]."""
-        y = self._check(y, self.data_shape, "k-space", "[n_frames, n_coils, n_samples]")
-        return _LinearApply.apply(y, self, True)
-
+    # ---- public (forward, adjoint: physics.linear) -----------------------------------------
     def normal(self, x: torch.Tensor, dcf: torch.Tensor | None = None) -> torch.Tensor:
         """Aᴴ diag(dcf) A x (dcf: float [n_frames, n_samples] or None for Aᴴ A x). Autograd-aware.
 
         Cartesian: one FFT round trip with the full-grid mask (dcf not supported there).
-        Non-Cartesian with `toeplitz`: a cached Toeplitz kernel per dcf tensor."""
-        x = self._check(x, self.image_shape, "image", "[n_frames, nz, ny, nx]")
+        Non-Cartesian with `toeplitz`: the backend's Toeplitz kernel, cached per dcf tensor."""
+        x = self._prepare(x, self.image_shape, "image")
         if self.type == "cartesian":
             if dcf is not None:
                 raise InputError("dcf", "density compensation applies to non-Cartesian data only.")
@@ -215,32 +176,13 @@ class MROperator:
         if not self.toeplitz:
             y = self.forward(x)
             return self.adjoint(y if dcf is None else y * dcf[:, None, :])
-        import torchkbnufft as tkbn
-
-        kernel = self._toeplitz_kernel(dcf)
-        img = x.reshape(self.n_frames, 1, *self.im_size)
-        out = tkbn.ToepNufft()(img, kernel, smaps=self._smaps_nufft, norm="ortho")
-        return out.reshape(self.image_shape)
-
-    def _toeplitz_kernel(self, dcf):
-        import torchkbnufft as tkbn
-
         key = None if dcf is None else (dcf.data_ptr(), tuple(dcf.shape), dcf._version)
-        if key not in self._toep_cache:
-            if self.n_frames == 1:
-                w = None if dcf is None else dcf.reshape(1, -1)
-                kernel = tkbn.calc_toeplitz_kernel(self.omega[0], self.im_size, weights=w, norm="ortho")
-            else:
-                w = None if dcf is None else dcf[:, None, :]
-                kernel = tkbn.calc_toeplitz_kernel(self.omega, self.im_size, weights=w, norm="ortho")
-            if key is not None:  # keep the unweighted kernel and the latest weighted one
-                self._toep_cache = {k: v for k, v in self._toep_cache.items() if k is None}
-            self._toep_cache[key] = kernel.to(torch.complex64)
-        return self._toep_cache[key]
-
-    def zeros_image(self) -> torch.Tensor:
-        return torch.zeros(self.image_shape, dtype=torch.complex64, device=self.device)
+        if key not in self._toeplitz:
+            if key is not None:
+                self._toeplitz = {k: v for k, v in self._toeplitz.items() if k is None}
+            self._toeplitz[key] = self._backend.toeplitz(dcf)
+        return self._toeplitz[key](x.reshape(self.n_frames, *self.im_size)).reshape(self.image_shape)
 
     def __repr__(self):
-        return (f"MROperator({self.type}, image {list(self.image_shape)} -> k-space {list(self.data_shape)}, "
+        return (f"MROperator({self.type}, {self.nufft}, image {list(self.image_shape)} -> k-space {list(self.data_shape)}, "
                 f"device={self.device})")

@@ -106,3 +106,22 @@ def test_bad_inputs(sparse_case):
     bad = Measurement("CT", np.zeros((20, 1, 90), np.float32), m.grid, m.geometry)
     with pytest.raises(InputError, match=r"\[20, 1, 90\]"):
         classical_ct.sirt(bad, config={})
+
+
+def test_every_ct_method_records_the_projector_it_used(sparse_case):
+    """`projector` is a config key of every CT method (INR ones too); "auto" is resolved in the
+    result's config, and astra without CUDA is refused with the fix."""
+    import torch
+
+    from INRReconLib.methods.registry import reconstruct
+
+    m, _ = sparse_case
+    for method in ("fbp", "sirt", "cgls", "tv", "inr"):
+        assert reconstruct(m, method, iterations=2).config["projector"] == "torch", method
+        assert reconstruct(m, method, config={"projector": "torch"}, iterations=2).config["projector"] == "torch"
+    if not torch.cuda.is_available():
+        for method in ("fbp", "inr"):
+            with pytest.raises(InputError, match="projector.*astra.*CUDA"):
+                reconstruct(m, method, config={"projector": "astra"}, iterations=2)
+    with pytest.raises(InputError, match="projector"):
+        reconstruct(m, "tv", config={"projector": "rtk"}, iterations=2)

@@ -38,7 +38,9 @@ def test_dot_product_adjoint(name):
     lhs = float((op.forward(x) * y).sum())
     rhs = float((x * op.adjoint(y)).sum())
     assert lhs > 0
-    assert abs(lhs - rhs) / abs(lhs) < 1e-3
+    # The adjoint is the exact transpose: in float64 only rounding is left (measured ~1e-16).
+    assert abs(lhs - rhs) / abs(lhs) < 1e-10
+    assert op.adjoint_test(dtype=torch.float64) < 1e-10 and op.adjoint_test() < 1e-5
     # float32 and a batch dimension give the same numbers
     xb = torch.stack([x, 2 * x]).float()
     yb = op.forward(xb)
