@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from ..physics.mr_geometry import MRGeometry
+from ..physics.linear import power_method
 from ..physics.mr_operator import MROperator
 from ..physics.mr_sampling import density_compensation
 from .monitor import Monitor
@@ -154,18 +155,9 @@ def _ls_scale(ax: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _power_norm(normal, shape, device, n_iter: int = 20, seed: int = 0) -> float:
-    """Largest eigenvalue of the self-adjoint non-negative map `normal` by power iteration."""
+    """Largest eigenvalue of the self-adjoint non-negative map `normal` (physics.linear.power_method)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(shape, generator=g, dtype=torch.complex64).to(device)
-    v /= v.norm()
-    lam = 1.0
-    for _ in range(n_iter):
-        w = normal(v)
-        lam = float(w.norm())
-        if lam == 0:
-            return 1.0
-        v = w / lam
-    return lam
+    return power_method(normal, torch.randn(shape, generator=g, dtype=torch.complex64).to(device), n_iter) ** 2 or 1.0
 
 
 def _gridding(measurement, op, y, dcf):

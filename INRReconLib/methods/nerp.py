@@ -139,7 +139,8 @@ class _Problem:
         dtype = torch.complex64 if self.mr else torch.float32
         self.y = torch.as_tensor(data, dtype=dtype, device=device)
         if tuple(self.y.shape) != tuple(self.op.data_shape):
-            raise InputError("/data", f"has shape {list(self.y.shape)}, the geometry needs {list(self.op.data_shape)}.")
+            raise InputError("/data", f"has shape {list(self.y.shape)}, the geometry needs {list(self.op.data_shape)}.",
+                             "Write the data in the layout of docs/measurement-format.md for this geometry.")
         self.image_shape = tuple(self.op.image_shape)
         self.scale = 1.0
         self.col_spacing = 1.0 if self.mr else _isocentre_col_spacing(measurement.geometry)
@@ -371,7 +372,7 @@ def _check_prior_matches(correlation: float, cfg: dict, extra: dict) -> None:
     if correlation >= threshold:
         return
     message = (f"does not match the new data: rigidly aligned, its correlation with a TV image of the "
-               f"measurement is {correlation:.2f}, where the patient's own earlier scan gives 0.95-0.98 "
+               f"measurement is {correlation:.2f}, where the patient's own earlier scan gives 0.93-0.98 "
                f"(prior_min_correlation {threshold:g}). It may be another patient, another modality or "
                "another part of the body.")
     if cfg["prior_mismatch"] == "error":

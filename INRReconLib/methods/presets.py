@@ -7,18 +7,19 @@ can be reproduced and two runs diffed. Keys:
   preset            name of the preset the config started from
   field             {"encoding": {...}, "network": {...}, "backend": "auto"}
   projector         CT forward model: "auto" (astra on CUDA when it has CUDA, else torch) |
-                    "torch" | "astra"; the result's config names the one that ran
+                    "torch" | "astra"; a CT result's config names the one that ran
   nufft             non-Cartesian MR: "auto" (physics/mr_nufft.py AUTO_NUFFT, measured) |
-                    "torchkbnufft" | "finufft"; the result's config names the one that ran
+                    "torchkbnufft" | "finufft"; a non-Cartesian result's config names the one
+                    that ran (the key of the other modality, and Cartesian MR, keep what was given)
   prior_registration  NeRP: "none" | "rigid" | "deformable" | "auto": align the prior with a TV
                     image of the data before embedding it; auto keeps the rigid or the deformable
                     alignment, whichever the data fit better (methods/registration.py)
   registration_reference_iterations  TV iterations for that reference image
   prior_slice_search_mm  NeRP, 2D data, a prior volume, registration on: pick the prior's slice
                     within this distance of the plane that best matches the reference (0 = off)
-  prior_min_correlation  NeRP, registration on: the aligned prior must correlate at least this
-                    much with the TV reference (methods/registration.py `match_correlation`:
-                    own earlier scan 0.97-0.99, another patient 0.47); -1 = no check
+  prior_min_correlation  NeRP, registration on: the rigidly aligned prior must correlate at least
+                    this much with the TV reference (methods/registration.py `match_correlation`:
+                    own earlier scan 0.93-0.98, another patient 0.47); -1 = no check
   prior_mismatch    below it: "error" (stop, naming the mismatch) or "warn" (go on, warning in
                     the result)
   embed_iterations  prior-embedding Adam steps (NeRP only);  embed_lr: their learning rate

@@ -174,25 +174,31 @@ def align_prior(prior: np.ndarray, reference: np.ndarray, grid, mode: str, stop=
     euler = transform.GetNthTransform(0) if hasattr(transform, "GetNthTransform") else transform
     info = {"mode": mode, "rigid_parameters": [float(v) for v in euler.GetParameters()],
             "rigid_correlation": float(-rigid.GetMetricValue())}
+    if mode == "rigid":
+        return _warp(prior, fixed, transform, grid), info
+
     composite = sitk.CompositeTransform(dim)
     composite.AddTransform(transform)
-
-    if mode in ("deformable", "auto"):
-        rigid_moved = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
-        mesh = [max(1, round(n / CONTROL_POINT_SPACING_VOXELS)) for n in fixed.GetSize()]
-        bspline = sitk.BSplineTransformInitializer(fixed, mesh)
-        deform = _registration(BSPLINE_LEVELS, prior.size, on_iteration)
-        deform.SetInitialTransform(bspline, inPlace=True)
-        deform.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=BSPLINE_ITERATIONS)
-        if _execute(deform, fixed, rigid_moved, stop, "deformable", "Use prior_registration 'rigid', or 'none'.") is None:
-            return None, {"mode": mode, "cancelled": True}
-        # Resample transforms points of the fixed image: the B-spline acts first, then the rigid map.
-        composite.AddTransform(bspline)
-        info["bspline_mesh"] = mesh
-        info["deformable_correlation"] = float(-deform.GetMetricValue())
-
-    if mode == "rigid":
-        return _warp(prior, fixed, composite, grid), info
+    rigid_moved = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
+    mesh = [max(1, round(n / CONTROL_POINT_SPACING_VOXELS)) for n in fixed.GetSize()]
+    bspline = sitk.BSplineTransformInitializer(fixed, mesh)
+    deform = _registration(BSPLINE_LEVELS, prior.size, on_iteration)
+    deform.SetInitialTransform(bspline, inPlace=True)
+    deform.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=BSPLINE_ITERATIONS)
+    try:
+        finished = _execute(deform, fixed, rigid_moved, stop, "deformable", "Use prior_registration 'rigid', or 'none'.")
+    except InputError as exc:
+        if mode != "auto":
+            raise
+        # auto: the rigid alignment is a candidate on its own; keep it and say why.
+        info["deformable_failed"] = str(exc)
+        return {"rigid": _warp(prior, fixed, transform, grid)}, info
+    if finished is None:
+        return None, {"mode": mode, "cancelled": True}
+    # Resample transforms points of the fixed image: the B-spline acts first, then the rigid map.
+    composite.AddTransform(bspline)
+    info["bspline_mesh"] = mesh
+    info["deformable_correlation"] = float(-deform.GetMetricValue())
     return {"rigid": _warp(prior, fixed, transform, grid), "deformable": _warp(prior, fixed, composite, grid)}, info
 
 
@@ -212,16 +218,16 @@ def _warp(prior: np.ndarray, fixed, transform, grid) -> np.ndarray:
     return np.clip(warp(prior), prior.min(), prior.max()).astype(prior.dtype)
 
 
-def data_residual(image: np.ndarray, measurement, device, backends=None) -> float:
+def data_residual(image: np.ndarray, measurement, device, backends=None, op=None) -> float:
     """‖c A x − y‖ / ‖y‖ for the image x (grid shape, MR with or without its frame axis): how far
     the measurement finds x from what it saw. CT images are in μ, an absolute unit, so c = 1; MR
     intensities have none, so c is the least-squares scale (complex). backends: the method's
-    presets.backend_config (default: auto)."""
+    presets.backend_config (default: auto), or `op`, the measurement's operator, already built."""
     import torch
 
     from ..physics import operator_for
 
-    op = operator_for(measurement, device, **(backends or {}))
+    op = op or operator_for(measurement, device, **(backends or {}))
     mr = measurement.modality == "MR"
     dtype = torch.complex64 if mr else torch.float32
     y = torch.as_tensor(np.asarray(measurement.data), dtype=dtype, device=device)
@@ -319,7 +325,10 @@ def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_it
         return None, info, ref.image
     candidates = aligned if isinstance(aligned, dict) else {"rigid": aligned}
     if mode == "auto":
-        residuals = {name: data_residual(candidate, measurement, device, backends) for name, candidate in candidates.items()}
+        from ..physics import operator_for
+
+        op = operator_for(measurement, device, **(backends or {}))
+        residuals = {name: data_residual(c, measurement, device, op=op) for name, c in candidates.items()}
         chosen = min(residuals, key=residuals.get)
         info.update(chosen=chosen, data_residual=residuals)
     else:
@@ -340,9 +349,9 @@ def match_correlation(aligned: np.ndarray, reference: np.ndarray) -> float:
     """Normalised correlation of the aligned prior's and the reference's magnitudes over the
     whole grid: how much the prior looks like what the data show. Measured after the rigid
     alignment on the thorax and brain cases (20-view CT, 40-spoke MR, TV reference of 200
-    iterations): the patient's own earlier scan 0.95 (MR) to 0.98 (CT); the same patient's scan
-    30 mm along the table 0.93, 60 mm 0.83; another patient's chest CT 0.47; a chest CT as the
-    prior of a brain MR below 0."""
+    iterations): the patient's own earlier scan 0.93 (3D cone beam, 64x128x128), 0.95 (MR) and
+    0.96-0.98 (2D CT); the same patient's scan 30 mm along the table 0.93, 60 mm 0.83; another
+    patient's chest CT 0.47; a chest CT as the prior of a brain MR below 0."""
     a = np.abs(np.asarray(aligned)).astype(np.float64).ravel()
     b = np.abs(np.asarray(reference)).astype(np.float64).ravel()
     a, b = a - a.mean(), b - b.mean()

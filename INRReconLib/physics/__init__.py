@@ -19,6 +19,9 @@ def operator_for(measurement, device="cpu", *, projector="auto", nufft="auto", *
     if measurement.modality == "CT":
         from .ct_projector import CTProjector
 
+        if options:
+            raise TypeError(f"CTProjector takes no options {sorted(options)}")
+
         return CTProjector(measurement.geometry, measurement.grid, device=device, backend=projector)
     from .mr_operator import MROperator
 

@@ -61,7 +61,8 @@ class CTProjector(LinearOperator):
             raise InputError("/geometry", f"a 2D grid (nz = 1) needs a one-row detector, got {geometry.n_rows} rows.",
                              "Use a 3D grid for a multi-row detector, or keep one row.")
         if backend not in PROJECTORS:
-            raise InputError("projector", f"must be 'auto', 'torch' or 'astra', got {backend!r}.")
+            raise InputError("projector", f"must be 'auto', 'torch' or 'astra', got {backend!r}.",
+                             "Use 'auto' (astra on a CUDA device when it has CUDA, else torch).")
         self.geometry = geometry
         self.grid = grid
         self.device = torch.device(device)

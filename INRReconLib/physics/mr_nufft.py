@@ -15,7 +15,8 @@ kernel is that backend's own (torchkbnufft's calc_toeplitz_kernel; for finufft `
 its exact adjoint on the 2× grid: 8e-6 from adjoint(forward)). One kernel for both would change
 torchkbnufft's results: the same construction through its adjoint is 5e-4 off its own model and
 cost CG-SENSE 0.2 dB on a 64² phantom (23.39 against 23.57 dB).
-"auto" picks per device what `inrrecon bench --cases nufft` measured faster here (AUTO_NUFFT).
+"auto" picks per device what `inrrecon bench --cases nufft` measured faster (AUTO_NUFFT; on CUDA
+nothing was measured yet, and it stays torchkbnufft).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from ..errors import InputError
 
 NUFFTS = ("auto", "torchkbnufft", "finufft")
 FINUFFT_EPS = 1e-5  # single precision; the two backends then agree to ~7e-4 (torchkbnufft's own error)
-# Measured (`inrrecon bench --cases nufft`, this 2-core CPU): see README "NUFFT backends".
+# CPU: measured (`inrrecon bench --cases nufft`, 2-core CPU; README, Benchmarks): finufft's
+# forward + adjoint, one INR step, takes 0.13x (static 256², 8 coils) and 0.58x (dynamic 128²,
+# 20 frames) of torchkbnufft's, the Toeplitz normal the same. CUDA: not measured (no GPU lent
+# yet; cufinufft is untested), so torchkbnufft stays the choice there.
 AUTO_NUFFT = {"cpu": "finufft", "cuda": "torchkbnufft"}
 
 
@@ -46,7 +50,8 @@ def finufft_available(device) -> bool:
 
 def check_nufft(name: str) -> None:
     if name not in NUFFTS:
-        raise InputError("nufft", f"must be one of {', '.join(NUFFTS)}, got {name!r}.")
+        raise InputError("nufft", f"must be one of {', '.join(NUFFTS)}, got {name!r}.",
+                         "Use 'auto' (the faster one installed) unless you compare backends.")
 
 
 def choose_nufft(name: str, device) -> str:
@@ -57,9 +62,10 @@ def choose_nufft(name: str, device) -> str:
         preferred = AUTO_NUFFT.get(device.type, "torchkbnufft")
         return preferred if preferred != "finufft" or finufft_available(device) else "torchkbnufft"
     if name == "finufft" and not finufft_available(device):
-        package = "cufinufft" if device.type == "cuda" else "finufft"
-        raise InputError("nufft", f"the finufft backend needs the {package} package on {device.type}.",
-                         f"pip install {package} (or pip install -e \".[nufft]\"), or use nufft 'torchkbnufft'.")
+        install = ("pip install 'cufinufft>=2.2'" if device.type == "cuda"
+                   else "pip install finufft (or pip install -e \".[nufft]\")")
+        raise InputError("nufft", f"the finufft backend needs the {'cufinufft' if device.type == 'cuda' else 'finufft'} "
+                         f"package on {device.type}.", f"{install}, or use nufft 'torchkbnufft'.")
     return name
 
 
@@ -74,8 +80,6 @@ def make_nufft(name: str, omega: torch.Tensor, im_size, smaps, device):
 
 class KbNufftBackend:
     """torchkbnufft. omega [F, ndim, M] (rad/voxel), smaps [C, *im_size] or None."""
-
-    name = "torchkbnufft"
 
     def __init__(self, omega, im_size, smaps, device):
         import torchkbnufft as tkbn
@@ -117,8 +121,6 @@ class FinufftBackend:
     """finufft (CPU, NumPy) or cufinufft (CUDA, torch tensors): one type-2 (forward) and one
     type-1 (adjoint) plan per frame, all coils in one call (n_trans = coils)."""
 
-    name = "finufft"
-
     def __init__(self, omega, im_size, smaps, device):
         self.device = torch.device(device)
         self.im_size = tuple(im_size)
@@ -133,7 +135,7 @@ class FinufftBackend:
         else:
             import finufft as lib
         self._cuda = cuda
-        options = {} if cuda else {"nthreads": max(1, torch.get_num_threads())}
+        options = {"gpu_device_id": self.device.index or 0} if cuda else {"nthreads": max(1, torch.get_num_threads())}
         self._plans = {1: [], 2: []}
         for f in range(self.n_frames):
             # Points as the library wants them: one contiguous float32 array per image axis.

@@ -45,7 +45,8 @@ class MROperator(LinearOperator):
 
     dtype = torch.complex64
     data_name = "k-space"
-    _shape_hint = "Check n_frames, n_coils and the grid of the measurement."
+    _shape_hint = ("Images are [n_frames, nz, ny, nx] and k-space [n_frames, n_coils, n_samples]: check "
+                   "n_frames, n_coils and the grid of the measurement.")
 
     def __init__(self, geometry: MRGeometry, grid: ImageGrid, device="cpu", toeplitz: bool = True,
                  nufft: str = "auto"):
@@ -124,7 +125,7 @@ class MROperator(LinearOperator):
         self.omega = torch.as_tensor(traj, device=self.device)
         smaps = None if self.smaps is None else self.smaps.reshape(self.n_coils, *self.im_size)
         self._backend = make_nufft(self.nufft, self.omega, self.im_size, smaps, self.device)
-        self._toeplitz = {}  # dcf key -> the backend's Toeplitz normal (unweighted, and the latest weighted one)
+        self._toeplitz = {}  # None / "weighted" -> the backend's Toeplitz normal (see _toeplitz_for)
 
     # ---- the maps themselves (no autograd bookkeeping) -------------------------------------
     def _forward_impl(self, x):
@@ -176,12 +177,21 @@ class MROperator(LinearOperator):
         if not self.toeplitz:
             y = self.forward(x)
             return self.adjoint(y if dcf is None else y * dcf[:, None, :])
-        key = None if dcf is None else (dcf.data_ptr(), tuple(dcf.shape), dcf._version)
-        if key not in self._toeplitz:
-            if key is not None:
-                self._toeplitz = {k: v for k, v in self._toeplitz.items() if k is None}
-            self._toeplitz[key] = self._backend.toeplitz(dcf)
-        return self._toeplitz[key](x.reshape(self.n_frames, *self.im_size)).reshape(self.image_shape)
+        return self._toeplitz_for(dcf)(x.reshape(self.n_frames, *self.im_size)).reshape(self.image_shape)
+
+    def _toeplitz_for(self, dcf):
+        """The backend's Toeplitz normal for these weights: the unweighted one and the latest
+        weighted one are kept, the latter found by comparing the weights themselves (an address
+        can be reused by the next temporary tensor)."""
+        if dcf is None:
+            if None not in self._toeplitz:
+                self._toeplitz[None] = self._backend.toeplitz(None)
+            return self._toeplitz[None]
+        cached = self._toeplitz.get("weighted")
+        if cached is None or not torch.equal(cached[0], dcf):
+            cached = (dcf.clone(), self._backend.toeplitz(dcf))
+            self._toeplitz["weighted"] = cached
+        return cached[1]
 
     def __repr__(self):
         return (f"MROperator({self.type}, {self.nufft}, image {list(self.image_shape)} -> k-space {list(self.data_shape)}, "

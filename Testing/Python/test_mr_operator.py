@@ -256,3 +256,17 @@ def test_nufft_bench_times_every_installed_backend(monkeypatch, capsys):
             assert r["forward_ratio"] == r["adjoint_ratio"] == r["normal_ratio"] == 1.0
     bn.print_nufft_table(rows)
     assert "ratio to torchkbnufft" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("nufft", NUFFTS)
+def test_toeplitz_kernel_follows_new_weights(nufft):
+    """Weights handed over as fresh arrays every call (NumPy, float64): each call uses its own
+    weights, never a kernel cached for earlier ones at a reused address."""
+    grid = ImageGrid.centred((1, 16, 16), (1.0, 1.0, 1.0))
+    traj = golden_angle_radial(5, 32, 1)
+    op = MROperator(MRGeometry("noncartesian", trajectory=traj), grid, nufft=nufft)
+    x = _randc(op.image_shape, 13)
+    for value in (1.0, 3.0, 5.0, 3.0):
+        dcf = np.full((1, op.n_samples), value)  # float64, converted inside
+        expect = op.adjoint(op(x) * float(value))
+        assert float((op.normal(x, dcf=dcf) - expect).norm() / expect.norm()) < 1e-3, value
