@@ -438,7 +438,7 @@ def _run(measurement, prior, config, iterations, device, monitor, use_prior: boo
             aligned, info, reference = align_to_measurement(
                 prior_t.cpu().numpy(), measurement, cfg["prior_registration"],
                 cfg["registration_reference_iterations"], device, monitor, slices=slices,
-                backends=backend_config(cfg, modality))
+                backends=backend_config(cfg, modality), op=problem.op)
             extra["prior_registration"] = info
             if aligned is None:
                 # Cancelled while reconstructing the reference or registering: that TV image is the best result so far.

@@ -281,7 +281,7 @@ class _StageMonitor(Monitor):
 
 
 def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_iterations: int, device, monitor,
-                         slices=None, backends=None):
+                         slices=None, backends=None, op=None):
     """Align `prior` (grid shape) with a TV reconstruction of `measurement` (see the module
     docstring; `prior` may carry MR's leading frame axis; the config was checked by nerp).
     slices: for 2D data, (images [k, ny, nx], offsets_mm) of a prior volume (io.prior.PriorSlices):
@@ -292,7 +292,8 @@ def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_it
     next stage starts from there. Returns (aligned prior of the same shape, or None if the run
     was cancelled during the reference, the slice search or the registration; info; the
     reference image as TV returned it). backends: the method's presets.backend_config, for the TV
-    reference and the data residuals."""
+    reference and the data residuals; op: the measurement's operator if the caller has built it
+    (NeRP has), for the residuals."""
     from .registry import reconstruct
 
     grid = measurement.grid
@@ -327,7 +328,7 @@ def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_it
     if mode == "auto":
         from ..physics import operator_for
 
-        op = operator_for(measurement, device, **(backends or {}))
+        op = op or operator_for(measurement, device, **(backends or {}))
         residuals = {name: data_residual(c, measurement, device, op=op) for name, c in candidates.items()}
         chosen = min(residuals, key=residuals.get)
         info.update(chosen=chosen, data_residual=residuals)
