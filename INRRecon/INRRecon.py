@@ -47,12 +47,26 @@ def _ensureLibraryOnPath():
 
 _ensureLibraryOnPath()
 
-METHODS = ("nerp", "inr", "fbp", "sirt", "cgls", "tv", "adjoint", "cgsense")
-FIELD_METHODS = ("nerp", "inr")  # their result is a field: the output can be written on a finer grid
-PRESETS = ("hash-ct", "hash-cone", "nerp-ct", "hash-mr", "nerp-mr")
-LOSSES = ("preset", "l2", "l1", "fls", "rel_l2")
-PRIOR_ALIGNMENTS = ("preset", "none", "rigid", "deformable", "auto")
+# What exists comes from the library's registry and options (no torch is imported for it).
+from INRReconLib.methods import options as _options  # noqa: E402
+from INRReconLib.methods.presets import preset_names as _preset_names  # noqa: E402
+from INRReconLib.methods.registry import METHODS as METHOD_SPECS  # noqa: E402
+
+METHODS = tuple(METHOD_SPECS)
+FIELD_METHODS = tuple(n for n, spec in METHOD_SPECS.items() if spec.field)  # output can be written on a finer grid
+PRESETS = tuple(_preset_names())
+LOSSES = ("preset",) + _options.LOSSES
+PRIOR_ALIGNMENTS = ("preset",) + _options.PRIOR_REGISTRATIONS
 PRIOR_MISMATCH = ("preset", "error", "warn")  # a prior that does not look like the data: stop, or go on and warn
+# Settings that are config keys of some methods: enabled only for a method that has the key.
+SETTING_KEYS = {
+    "preset": "preset", "embedIterations": "embed_iterations", "embedLearningRate": "embed_lr",
+    "learningRate": "lr", "networkWidth": "field", "networkDepth": "field", "fourierFeatures": "field",
+    "fourierSigma": "field", "hashLevels": "field", "hashTableLog2": "field", "loss": "loss",
+    "priorRegistration": "prior_registration", "priorMismatch": "prior_mismatch",
+    "priorSliceSearch": "prior_slice_search_mm", "tvWeight": "tv_weight", "coarseToFine": "coarse_to_fine",
+    "useADMM": "optimizer", "admmAdamSteps": "admm", "admmCGLSSteps": "admm", "admmRho": "admm",
+}
 DEVICES = ("auto", "cpu", "cuda")
 # The interpreter for the worker is an application setting, never a scene parameter: a scene file
 # someone sends must not be able to choose the executable that Apply starts.
@@ -209,6 +223,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._presetChosenFor = ""  # the measurement the preset was last matched to
         self._shownPreview = None  # the preview node last put in the views
         self._shownPlot = None  # the convergence plot last put in the plot view
+        self._settingWidgets = {}  # parameter name -> widget, for the settings in SETTING_KEYS
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -277,7 +292,9 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             # connectParametersToGui returns the tag in Slicer 5.8 too (connectGui returns None
             # there, and a connection that cannot be undone writes stale values back later)
-            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self._guiMapping())
+            mapping = self._guiMapping()
+            self._settingWidgets = {name: w for name, w in mapping.items() if name in SETTING_KEYS}
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(mapping)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
@@ -307,7 +324,9 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ok = bool(path) and os.path.isfile(path)
         if ok and path != self._presetChosenFor:
             self._matchPresetToMeasurement(path)
-        needsPrior = p is not None and p.method == "nerp"
+        spec = METHOD_SPECS.get(p.method) if p is not None else None
+        self._enableSettingsOf(spec)
+        needsPrior = spec is not None and spec.uses_prior
         if ok and needsPrior and not p.priorVolume:
             self.ui.applyButton.toolTip = _("NeRP needs a prior: select an earlier scan of the patient.")
             self.ui.applyButton.enabled = False
@@ -322,6 +341,14 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("Select a measurement file (.h5)")
             self.ui.applyButton.enabled = False
         self.ui.compareButton.enabled = bool(p and p.priorVolume and p.outputVolume)
+
+    def _enableSettingsOf(self, spec) -> None:
+        """Only the settings the chosen method has (its options in the registry) can be edited."""
+        keys = set(spec.option_keys()) if spec is not None else set()
+        for name, key in SETTING_KEYS.items():
+            widget = self._settingWidgets.get(name)
+            if widget is not None:
+                widget.enabled = key in keys
 
     def _matchPresetToMeasurement(self, path: str) -> None:
         """A new measurement switches between the fast presets (hash-cone for 3D cone beam,
@@ -520,7 +547,7 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
 
     def start(self, p: INRReconParameterNode):
         """Start a run (one file, or a series when seriesPaths lists more); returns the session."""
-        from INRReconLib.scene.measurement_display import read_measurement_header
+        from INRReconLib.io.readers import read_measurement_header
         from INRReconLib.scene.series import SeriesSession
         from INRReconLib.scene.session import ReconstructionSession
 
@@ -747,7 +774,7 @@ class INRReconFileReader:
         """0.6 for an INRRecon measurement: above Slicer's default 0.5 (+0.01 per extension
         character) with which the Transforms reader claims every *.h5 file. The extension is
         checked first, so files dropped into Slicer are not all opened with h5py."""
-        from INRReconLib.scene.measurement_display import is_measurement_file
+        from INRReconLib.io.readers import is_measurement_file
 
         if not str(filePath).lower().endswith(MEASUREMENT_EXTENSIONS):
             return 0.0

@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     _add_reconstruct(sub)
     p = sub.add_parser("info", help="summarise a measurement file")
     p.add_argument("measurement")
+    p = sub.add_parser("methods", help="list the methods, or one method's config keys with defaults and docs")
+    p.add_argument("name", nargs="?", default=None, help="a method name: show its config keys")
     p = sub.add_parser("demo", help="simulate sparse CT from the bundled thorax scan and reconstruct it")
     p.add_argument("--out", default="demo-output", help="folder for images and the report")
     p.add_argument("--size", type=int, default=128, choices=[128, 256], help="reconstruction grid (pixels)")
@@ -83,9 +85,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
-            from .io.measurement import describe_measurement, read_measurement
+            from .io.measurement import describe_measurement
+            from .io.readers import read_measurement
 
             print(describe_measurement(read_measurement(args.measurement)))
+            return 0
+        if args.command == "methods":
+            print(describe_methods(args.name))
             return 0
         if args.command == "simulate":
             return _simulate(args)
@@ -107,6 +113,32 @@ def main(argv=None) -> int:
         print(f"inrrecon: file not found: {error.filename}. Check the path.", file=sys.stderr)
         return 2
     return 1
+
+
+def describe_methods(name=None) -> str:
+    """The registry as text: every method (name, modalities, what it reads and returns, summary),
+    or one method's config keys per modality with their defaults and docs."""
+    from .methods.registry import METHODS, get_method
+
+    if name is None:
+        lines = [f"{'method':9s} {'modalities':10s} {'reads':26s} {'returns':14s} summary"]
+        for spec in METHODS.values():
+            lines.append(f"{spec.name:9s} {','.join(spec.modalities):10s} {', '.join(spec.reads):26s} "
+                         f"{', '.join(spec.returns):14s} {spec.summary}")
+        lines.append("inrrecon methods NAME: its config keys (--config), defaults and docs")
+        return "\n".join(lines)
+    get_method(name, next(iter(METHODS[name].modalities)) if name in METHODS else "CT")  # names the fix
+    spec = METHODS[name]
+    lines = [f"{spec.name}: {spec.summary}"]
+    for modality, options in spec.options.items():
+        defaults = spec.defaults(modality)
+        rule = f" (defaults of preset {defaults['preset']!r})" if spec.preset_rule is not None else ""
+        lines.append(f"\n{modality}{rule}:")
+        for o in options:
+            value = defaults.get(o.key)
+            shown = "{...}" if isinstance(value, dict) else ("" if o.key == "description" else repr(value))
+            lines.append(f"  {o.key} = {shown}\n      {o.doc}")
+    return "\n".join(lines)
 
 
 class _ProgressBar:

@@ -11,9 +11,10 @@ Needs PySide6 (pip install PySide6-Essentials; in the [test] extra). Run it afte
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,14 +36,27 @@ def source_digest() -> str:
     h = hashlib.sha256()
     for path in (UI_FILE, Path(__file__)):
         h.update(path.read_bytes().replace(b"\r\n", b"\n"))  # the same digest on a CRLF checkout
-    h.update(repr([_module_tuple(name) for name in sorted(set(CHOICES.values()))]).encode())
+    tuples = _module_tuples()
+    h.update(repr([tuples[name] for name in sorted(set(CHOICES.values()))]).encode())
     return h.hexdigest()[:16]
 
 
-def _module_tuple(name: str) -> tuple:
-    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == name)
-    return tuple(ast.literal_eval(node.value))
+_TUPLES_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import boot
+_, module = boot.boot(shims=True)
+print(json.dumps({name: list(getattr(module, name)) for name in sys.argv[2:]}))
+"""
+
+
+def _module_tuples() -> dict:
+    """The module's choice tuples as the module computes them (from the library's registry):
+    the module imported over the import-only Slicer shims, in a subprocess (needs slicer-core)."""
+    names = sorted(set(CHOICES.values()))
+    done = subprocess.run([sys.executable, "-c", _TUPLES_SCRIPT, str(ROOT / "Testing" / "SlicerAPI"), *names],
+                          capture_output=True, text=True, timeout=300, check=True)
+    return {k: tuple(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
 def render(out: Path = DEFAULT_OUT, width: int = 460) -> Path:
@@ -67,6 +81,7 @@ def render(out: Path = DEFAULT_OUT, width: int = 460) -> Path:
             widget.setProperty("slicerClass", class_name)
             return widget
 
+    tuples = _module_tuples()
     app = QApplication.instance() or QApplication([])
     f = QFile(str(UI_FILE))
     if not f.open(QIODevice.ReadOnly):
@@ -77,7 +92,7 @@ def render(out: Path = DEFAULT_OUT, width: int = 460) -> Path:
         box.setTitle(box.property("text") or box.objectName())  # ctkCollapsibleButton's text
     for combo in panel.findChildren(QComboBox):
         if combo.objectName() in CHOICES:
-            combo.addItems(list(_module_tuple(CHOICES[combo.objectName()])))
+            combo.addItems(list(tuples[CHOICES[combo.objectName()]]))
         elif combo.property("slicerClass") == "qMRMLNodeComboBox":
             types = combo.property("nodeTypes") or []
             combo.addItem(f"[{PLACEHOLDERS['qMRMLNodeComboBox']}: {', '.join(types) or 'node'}]")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .chunked import HEAD_CHUNK_ROWS, chunked_head
 from .fourier import FourierEncoding, IdentityEncoding
 from .hashgrid import DEFAULTS as HASHGRID_DEFAULTS
 from .hashgrid import HashGridEncoding, TcnnHashGridEncoding
@@ -114,6 +115,13 @@ class Field(nn.Module):
         return self.forward(lattice_points(axes))
 
     def _head(self, features: torch.Tensor) -> torch.Tensor:
+        # On the CPU a large grid's activations do not fit the cache: chunk them (chunked.py).
+        if features.device.type == "cpu" and features.shape[0] > 2 * HEAD_CHUNK_ROWS and torch.is_grad_enabled():
+            params = [p for p in self.network.parameters() if p.requires_grad]
+            return chunked_head(self._weighted_network, features, params)
+        return self._weighted_network(features)
+
+    def _weighted_network(self, features: torch.Tensor) -> torch.Tensor:
         if self.feature_weight is not None:
             features = features * self.feature_weight
         return self.network(features)

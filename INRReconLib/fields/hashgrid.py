@@ -119,16 +119,32 @@ class HashGridEncoding(nn.Module):
                 index = index ^ ((vertex[..., d] * self.primes[d]) & _MASK32)
         return index % size
 
-    def _lattice_values(self, table, resolution: int, size: int, offset: int) -> torch.Tensor:
-        """A dense level's vertex values, [((R+1),) R+1, R+1, F] in ((z,) y, x) order."""
-        device = table.device
+    def _lattice_rows(self, resolution: int, size: int, device) -> torch.Tensor:
+        """A dense level's table rows (within the level) of its vertex lattice, [((R+1),) R+1, R+1]
+        in ((z,) y, x) order; cached."""
         key = (resolution, device)
         if key not in self._lattice:
             ax = torch.arange(resolution + 1, device=device)
             # meshgrid in ((z,) y, x) order, reversed so that vertex[..., 0] is x (the fastest axis).
             vertex = torch.stack(torch.meshgrid(*([ax] * self.n_dims), indexing="ij")[::-1], dim=-1)
             self._lattice[key] = self._index(vertex, resolution, size, True)
-        return table[self._lattice[key] + offset]
+        return self._lattice[key]
+
+    def _lattice_values(self, table, resolution: int, size: int, offset: int) -> torch.Tensor:
+        """A dense level's vertex values, [((R+1),) R+1, R+1, F] in ((z,) y, x) order."""
+        return table[self._lattice_rows(resolution, size, table.device) + offset]
+
+    def _all_lattice_values(self, table) -> dict:
+        """level -> its vertex values, for every dense level, from ONE gather of the table: the
+        backward of each gather fills a zero gradient as large as the whole table, so one gather
+        instead of one per level saves n_levels - 1 of those (3D, 16 levels: 0.26 s a step)."""
+        dense = [(level, res, size, offset) for level, (_, res, size, offset, d) in enumerate(self.layout) if d]
+        if not dense:
+            return {}
+        rows = [self._lattice_rows(res, size, table.device) for _, res, size, _ in dense]
+        flat = torch.cat([r.reshape(-1) + offset for r, (_, _, _, offset) in zip(rows, dense)])
+        parts = torch.split(table[flat], [r.numel() for r in rows])
+        return {level: part.view(*r.shape, self.n_features) for (level, *_), part, r in zip(dense, parts, rows)}
 
     def _dense_level(self, table, pos, resolution: int, size: int, offset: int) -> torch.Tensor:
         """Interpolate a dense level at scattered points: pos [N, d] in vertex units -> [N, F]."""
@@ -139,12 +155,12 @@ class HashGridEncoding(nn.Module):
         out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return out.reshape(self.n_features, -1).t()
 
-    def _dense_level_on_lattice(self, table, pos_axes, resolution: int, size: int, offset: int) -> torch.Tensor:
+    def _dense_level_on_lattice(self, values, pos_axes) -> torch.Tensor:
         """Interpolate a dense level at the points of a regular grid: pos_axes [x, y(, z)] in
         vertex units -> [N, F] in C order of ((z,) y, x). Multilinear interpolation at the points
         of a product grid is a product of 1D interpolations, so it runs one axis at a time on
-        whole slabs (index_select + lerp, whose backward is an index_add per axis)."""
-        values = self._lattice_values(table, resolution, size, offset)
+        whole slabs (index_select + lerp, whose backward is an index_add per axis). values: the
+        level's vertex values (_all_lattice_values)."""
         for axis, pos in enumerate(pos_axes):
             dim = self.n_dims - 1 - axis  # x is the last lattice dimension before F
             lower = torch.floor(pos)
@@ -189,11 +205,11 @@ class HashGridEncoding(nn.Module):
         axes01 = [self._unit(a) for a in axes]
         table = self.params.view(-1, self.n_features)
         points01 = None
+        lattices = self._all_lattice_values(table)
         outs = []
-        for scale, resolution, size, offset, dense in self.layout:
+        for level, (scale, resolution, size, offset, dense) in enumerate(self.layout):
             if dense:
-                outs.append(self._dense_level_on_lattice(table, [a * scale + 0.5 for a in axes01],
-                                                         resolution, size, offset))
+                outs.append(self._dense_level_on_lattice(lattices[level], [a * scale + 0.5 for a in axes01]))
                 continue
             if points01 is None:
                 points01 = lattice_points(axes01)

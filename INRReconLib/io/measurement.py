@@ -1,12 +1,13 @@
 """The measurement file (docs/measurement-format.md, version 1): one acquisition in one HDF5 file.
 
-`read_measurement` validates everything and fails with an `InputError` that names the HDF5 field
-and the fix; `write_measurement` validates first and writes atomically (temporary file in the
+`read_v1` (behind io.readers.read_measurement) validates everything and fails with an
+`InputError` that names the HDF5 field and the fix; `write_measurement` validates first and writes atomically (temporary file in the
 same folder, then `os.replace`), so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -398,12 +399,20 @@ def _read_mr_geometry(geo) -> MRGeometry:
     return MRGeometry(_plain(geo.attrs["type"]), **kwargs)
 
 
-def read_measurement(path) -> Measurement:
-    """Read and validate a measurement file (docs/measurement-format.md v1).
+def is_v1_file(path) -> bool:
+    """True for an HDF5 file whose root says format = "inrrecon-measurement" (a cheap sniff)."""
+    try:
+        import h5py
 
-    Raises InputError naming the field (e.g. "/geometry/vectors") and the fix for anything that
-    does not follow the format. CT data come back float32, MR data complex64.
-    """
+        with h5py.File(str(path), "r") as f:
+            return _plain(f.attrs.get("format")) == FORMAT_NAME
+    except (OSError, ImportError):
+        return False
+
+
+@contextlib.contextmanager
+def _open_v1(path):
+    """The open file and its modality, after the root checks (format, version, modality)."""
     import h5py
 
     path = Path(path)
@@ -433,6 +442,26 @@ def read_measurement(path) -> Measurement:
         if modality not in ("CT", "MR"):
             raise InputError("/ modality", f"must be 'CT' or 'MR', got {modality!r}.",
                              "Set the root attribute modality.")
+        yield f, modality
+
+
+def read_v1_header(path) -> dict:
+    """modality, grid (ImageGrid), geometry type and root attributes, without reading the data."""
+    with _open_v1(path) as (f, modality):
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        grid = _read_grid(f)
+        geometry = str(_plain(f["geometry"].attrs.get("type", ""))) if "geometry" in f else ""
+    return {"modality": modality, "grid": grid, "geometry": geometry, "attrs": attrs}
+
+
+def read_v1(path) -> Measurement:
+    """Read and validate a measurement file (docs/measurement-format.md v1); callers use
+    io.readers.read_measurement, which dispatches to this reader.
+
+    Raises InputError naming the field (e.g. "/geometry/vectors") and the fix for anything that
+    does not follow the format. CT data come back float32, MR data complex64.
+    """
+    with _open_v1(path) as (f, modality):
         attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in _RESERVED_ROOT}
         grid = _read_grid(f)
         if "data" not in f:

@@ -18,52 +18,7 @@ from typing import Callable
 
 import torch
 
-
-def _dot(a, b) -> torch.Tensor:
-    return torch.real(torch.vdot(a.reshape(-1), b.reshape(-1)))
-
-
-@torch.no_grad()
-def cgls(forward: Callable, adjoint: Callable, y: torch.Tensor, x0: torch.Tensor, n_iter: int,
-         damping: float = 0.0, anchor: torch.Tensor | None = None) -> torch.Tensor:
-    """Conjugate gradients on min_x ‖A x − y‖² + damping ‖x − anchor‖², started at x0.
-
-    forward/adjoint: A and Aᴴ on tensors; returns x with x0's shape. damping = 0 gives plain CGLS."""
-    x = x0.clone()
-    r = y - forward(x)
-    d = (anchor - x) if (damping > 0 and anchor is not None) else torch.zeros_like(x)
-    s = adjoint(r) + damping * d
-    p = s.clone()
-    gamma = _dot(s, s)
-    for _ in range(int(n_iter)):
-        if gamma <= 1e-30:
-            break
-        q = forward(p)
-        denom = _dot(q, q) + damping * _dot(p, p)
-        if denom <= 0:
-            break
-        alpha = gamma / denom
-        x += alpha * p
-        r -= alpha * q
-        d -= alpha * p
-        s = adjoint(r) + damping * d
-        gamma_new = _dot(s, s)
-        p = s + (gamma_new / gamma) * p
-        gamma = gamma_new
-    return x
-
-
-@torch.no_grad()
-def operator_norm_sq(forward: Callable, adjoint: Callable, like: torch.Tensor, n_iter: int = 15, seed: int = 0) -> float:
-    """‖A‖² (largest eigenvalue of AᴴA) by power iteration from a seeded random start."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(like.shape, generator=gen, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
-    value = 1.0
-    for _ in range(n_iter):
-        x = x / x.abs().pow(2).sum().sqrt().clamp_min(1e-30)
-        x = adjoint(forward(x))
-        value = float(x.abs().pow(2).sum().sqrt())
-    return value
+from ..numerics.krylov import cgls, power_method
 
 
 def admm_fit(raster: Callable[[], torch.Tensor], optimizer, scheduler, forward: Callable, adjoint: Callable,
@@ -85,7 +40,9 @@ def admm_fit(raster: Callable[[], torch.Tensor], optimizer, scheduler, forward: 
     Returns (steps done, stopped early?, last residuals)."""
     with torch.no_grad():
         f = raster().detach()
-    rho_abs = float(rho) * operator_norm_sq(forward, adjoint, f)
+    # ‖A‖² by the power method from a seeded uniform start (rho is relative to it).
+    start = torch.rand(f.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(f)
+    rho_abs = float(rho) * power_method(lambda v: adjoint(forward(v)), start, 15) ** 2
     reg_factor = 2.0 * float(y.abs().pow(2).sum()) / (rho_abs * f.numel())
     z = f.clone()
     u = torch.zeros_like(f)

@@ -15,31 +15,23 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..numerics import finite_diff, krylov
 from ..physics.ct_filters import (WINDOWS, angular_weights, cone_frame, fdk_cosine_weights, parker_weights,
                                   ramp_filter, view_angles)
 from ..physics.ct_projector import CTProjector
+from .registry import method_config
 from .result import ReconResult
 
-FBP_DEFAULTS = {"filter": "ramp", "projector": "auto"}
-SIRT_DEFAULTS = {"iterations": 200, "nonneg": True, "projector": "auto"}
-CGLS_DEFAULTS = {"iterations": 50, "projector": "auto"}
-# lambda: TV weight of the *normalised* problem (see `tv`), dimensionless. On clean 20-view 64²
-# phantoms (parallel and fan) 0.002-0.005 was best (0.0005 and 0.02 lost 1.5-4 dB); raise it for
-# noisy data.
-TV_DEFAULTS = {"iterations": 1000, "lambda": 0.002, "nonneg": True, "projector": "auto"}
+# Config keys and defaults of each method: options.py (FBP, SIRT, CGLS, TV_CT), via the registry.
 
 # Full-scan detection for fan/cone: an arc within this many view steps of 360° counts as full.
 _FULL_SCAN_TOLERANCE = 1.5
 
 
-def _setup(measurement, config, defaults, device):
+def _setup(measurement, config, method, device):
     if measurement.modality != "CT":
         raise InputError("modality", f"classical CT methods need CT data, got {measurement.modality}.")
-    unknown = set(config) - set(defaults)
-    if unknown:
-        raise InputError("config", f"unknown keys {sorted(unknown)}.", f"Known keys: {sorted(defaults)}.")
-    cfg = dict(defaults)
-    cfg.update(config)
+    cfg = method_config(method, "CT", config)
     op = CTProjector(measurement.geometry, measurement.grid, device=device, backend=cfg["projector"])
     cfg["projector"] = op.backend  # the one used, as the result's config records it
     y = torch.as_tensor(np.asarray(measurement.data, dtype=np.float32), device=op.device)
@@ -103,7 +95,7 @@ def fbp(measurement, *, prior=None, config=None, iterations=None, device="cpu", 
     from .monitor import Monitor
 
     monitor = monitor or Monitor()
-    cfg, op, y = _setup(measurement, config or {}, FBP_DEFAULTS, device)
+    cfg, op, y = _setup(measurement, config, "fbp", device)
     with torch.no_grad():
         x, notes = fbp_image(op, y, cfg["filter"])
     monitor.report("fbp", 1, 1, current=lambda: x.cpu().numpy())
@@ -118,7 +110,7 @@ def sirt(measurement, *, prior=None, config=None, iterations=None, device="cpu",
     from .monitor import Monitor
 
     monitor = monitor or Monitor()
-    cfg, op, y = _setup(measurement, config or {}, SIRT_DEFAULTS, device)
+    cfg, op, y = _setup(measurement, config, "sirt", device)
     n = _n_iterations(iterations, cfg)
     with torch.no_grad():
         row = op.forward(torch.ones(op.image_shape, device=op.device))
@@ -143,32 +135,18 @@ def cgls(measurement, *, prior=None, config=None, iterations=None, device="cpu",
     from .monitor import Monitor
 
     monitor = monitor or Monitor()
-    cfg, op, y = _setup(measurement, config or {}, CGLS_DEFAULTS, device)
+    cfg, op, y = _setup(measurement, config, "cgls", device)
     n = _n_iterations(iterations, cfg)
-    with torch.no_grad():
-        x = torch.zeros(op.image_shape, device=op.device)
-        r = y.clone()
-        s = op.adjoint(r)
-        p = s.clone()
-        gamma = float((s * s).sum())
-        for it in range(1, n + 1):
-            if gamma <= 0:
-                break
-            q = op.forward(p)
-            qq = float((q * q).sum())
-            if qq <= 0:
-                break
-            alpha = gamma / qq
-            x += alpha * p
-            r -= alpha * q
-            s = op.adjoint(r)
-            gamma_new = float((s * s).sum())
-            p = s + (gamma_new / gamma) * p
-            gamma = gamma_new
-            monitor.report("cgls", it, n, loss=0.5 * float((r * r).sum()), current=lambda: x.cpu().numpy())
-            if monitor.stop_requested():
-                return _result(x, "cgls", cfg, it, True, monitor)
-    return _result(x, "cgls", cfg, n, False, monitor)
+    state = {"done": 0, "cancelled": False}
+
+    def report(it, x, r):
+        state["done"] = it
+        monitor.report("cgls", it, n, loss=0.5 * float((r * r).sum()), current=lambda: x.cpu().numpy())
+        state["cancelled"] = monitor.stop_requested()
+        return state["cancelled"]
+
+    x = krylov.cgls(op.forward, op.adjoint, y, torch.zeros(op.image_shape, device=op.device), n, callback=report)
+    return _result(x, "cgls", cfg, state["done"], state["cancelled"], monitor)
 
 
 # ------------------------------------------------------------------------------------------- TV
@@ -177,36 +155,6 @@ def _grad_weights(grid, dims):
     sp = [grid.spacing[2], grid.spacing[1], grid.spacing[0]][3 - dims:]
     h = min(sp)
     return [h / s for s in sp]
-
-
-def _gradient(x, weights):
-    """Forward differences (Neumann boundary) along the last len(weights) axes: [dims, *x.shape]."""
-    dims = len(weights)
-    out = []
-    for k, w in enumerate(weights):
-        axis = x.dim() - dims + k
-        d = torch.zeros_like(x)
-        n = x.shape[axis]
-        if n > 1:
-            d.narrow(axis, 0, n - 1).copy_(x.narrow(axis, 1, n - 1) - x.narrow(axis, 0, n - 1))
-        out.append(d * w)
-    return torch.stack(out)
-
-
-def _gradient_adjoint(q, weights):
-    """Exact transpose of `_gradient` (= minus the divergence)."""
-    dims = len(weights)
-    res = torch.zeros_like(q[0])
-    for k, w in enumerate(weights):
-        axis = res.dim() - dims + k
-        n = res.shape[axis]
-        if n == 1:
-            continue
-        qk = q[k] * w
-        # (Dᵀ q)_i = q_{i-1} − q_i for the forward difference with q_{n-1} unused
-        res.narrow(axis, 1, n - 1).add_(qk.narrow(axis, 0, n - 1))
-        res.narrow(axis, 0, n - 1).sub_(qk.narrow(axis, 0, n - 1))
-    return res
 
 
 def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None):
@@ -225,13 +173,14 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
     from .monitor import Monitor
 
     monitor = monitor or Monitor()
-    cfg, op, y = _setup(measurement, config or {}, TV_DEFAULTS, device)
+    cfg, op, y = _setup(measurement, config, "tv", device)
     n = _n_iterations(iterations, cfg)
     lam = float(cfg["lambda"])
     if not lam >= 0:
         raise InputError("config lambda", f"must be a non-negative number, got {cfg['lambda']}.")
     dims = 2 if measurement.grid.is_2d else 3
     weights = _grad_weights(measurement.grid, dims)
+    axes = list(range(-dims, 0))
     with torch.no_grad():
         a = op.norm_estimate()
         ones_proj = op.forward(torch.ones(op.image_shape, device=op.device))
@@ -253,11 +202,11 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
         for it in range(1, n + 1):
             ax = op.forward(x_bar) / a
             p = (p + step * (ax - y_hat)) / (1 + step)
-            q = q + step * _gradient(img(x_bar), weights) / gnorm
+            q = q + step * finite_diff.gradient(img(x_bar), axes, weights) / gnorm
             norm = q.pow(2).sum(0).sqrt().clamp(min=radius if radius > 0 else 1e-30)
             q = q * (radius / norm) if radius > 0 else torch.zeros_like(q)
             kt = op.adjoint(p) / a
-            kt_tv = _gradient_adjoint(q, weights) / gnorm
+            kt_tv = finite_diff.gradient_adjoint(q, axes, weights) / gnorm
             kt = kt + (kt_tv.unsqueeze(0) if dims == 2 else kt_tv)
             x_new = x - step * kt
             if cfg["nonneg"]:

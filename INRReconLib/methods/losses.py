@@ -12,8 +12,8 @@ import math
 import torch
 
 from ..errors import InputError
+from .options import LOSSES
 
-LOSSES = ("l2", "l1", "fls", "rel_l2")
 
 
 def _sq(t: torch.Tensor) -> torch.Tensor:

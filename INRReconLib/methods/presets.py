@@ -1,47 +1,10 @@
-"""Reconstruction configs as data: named presets (INRReconLib/presets/*.json) plus user overrides.
+"""Reconstruction configs of the INR methods as data: named presets (INRReconLib/presets/*.json)
+plus user overrides.
 
 A config is a flat dict of fitting settings with one nested "field" (tiny-cuda-nn style
 encoding/network description) and one nested "admm". It is saved next to every result, so a run
-can be reproduced and two runs diffed. Keys:
-
-  preset            name of the preset the config started from
-  field             {"encoding": {...}, "network": {...}, "backend": "auto"}
-  projector         CT forward model: "auto" (astra on CUDA when it has CUDA, else torch) |
-                    "torch" | "astra"; a CT result's config names the one that ran
-  nufft             non-Cartesian MR: "auto" (physics/mr_nufft.py AUTO_NUFFT, measured) |
-                    "torchkbnufft" | "finufft"; a non-Cartesian result's config names the one
-                    that ran (the key of the other modality, and Cartesian MR, keep what was given)
-  prior_registration  NeRP: "none" | "rigid" | "deformable" | "auto": align the prior with a TV
-                    image of the data before embedding it; auto keeps the rigid or the deformable
-                    alignment, whichever the data fit better (methods/registration.py)
-  registration_reference_iterations  TV iterations for that reference image
-  prior_slice_search_mm  NeRP, 2D data, a prior volume, registration on: pick the prior's slice
-                    within this distance of the plane that best matches the reference (0 = off)
-  prior_min_correlation  NeRP, registration on: the rigidly aligned prior must correlate at least
-                    this much with the TV reference (methods/registration.py `match_correlation`:
-                    own earlier scan 0.93-0.98, another patient 0.47); -1 = no check
-  prior_mismatch    below it: "error" (stop, naming the mismatch) or "warn" (go on, warning in
-                    the result)
-  embed_iterations  prior-embedding Adam steps (NeRP only);  embed_lr: their learning rate
-  iterations        data-fitting steps (for ADMM: INR Adam steps in total); lr: their learning rate
-  schedule          "cosine" | "step" | "constant" (both stages); step_size, gamma: for "step"
-  loss              "l2" | "l1" | "fls" (CT) | "rel_l2" (MR k-space); rel_l2_eps, fls_window
-  fls_handover      FLS: blend linearly from FLS to plain L2 over this fraction of the fitting
-                    steps (0 = FLS throughout); FLS gets the coarse image fast, L2 the detail
-  optimizer         "adam" | "admm";  admm: {"adam_steps", "cgls_steps", "rho"}
-  coarse_to_fine    HashGrid: bring resolution levels in coarse to fine over this fraction of the
-                    fitting steps (INR: fine levels masked; NeRP: see coarse_to_fine_prior);
-                    0 = all levels from the start
-  coarse_to_fine_prior  NeRP: "freeze" the embedded prior's fine levels until their turn,
-                    "mask" them out and fade the prior's detail back in with the level, or
-                    "off": every level trains from the start (for a registered prior)
-  tv_weight         weight of a total-variation term on the normalised image (0 = off), quoted
-                    for a grid 128 voxels wide and one coil; scaled by n/128 (same balance at
-                    any size) and divided by √coils for multi-coil MR
-  subsets           CT ordered subsets of views: one subset per step (1 = all views)
-  points_per_chunk  evaluate the field in chunks of this many points with gradient checkpointing
-                    (0 = all at once); lowers GPU memory for 3D
-  seed              torch seed for anything random outside the field (subset order)
+can be reproduced and two runs diffed. Every key, its meaning and its check are in options.py
+(`options.INR`, `options.ADMM`); every preset holds exactly those keys.
 """
 
 from __future__ import annotations
@@ -52,12 +15,12 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from . import options
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESET = {"CT": "hash-ct", "MR": "hash-mr"}
 # 3D cone beam wants less TV than a 2D slice and the prior's fine levels frozen (measured: hash-cone.json).
 DEFAULT_PRESET_CONE = "hash-cone"
-ADMM_KEYS = {"adam_steps", "cgls_steps", "rho"}
 
 
 def preset_names() -> list[str]:
@@ -92,20 +55,15 @@ def _preset(name: str) -> dict:
     return cfg
 
 
-def _merge(base: dict, override: dict, where: str) -> dict:
+def _merge(base: dict, override: dict) -> dict:
+    """`base` updated with `override`, whose keys and values are checked (options.py)."""
+    options.check_config(override, options.INR, "an INR method", defaults=False)
     out = copy.deepcopy(base)
     for key, value in override.items():
-        name = f"{where}{key}"
-        if key not in out:
-            raise InputError(name, "unknown config key.", f"Known keys here: {', '.join(sorted(out))}.")
         if key == "field":
             out[key] = _merge_field(out[key], value)
         elif key == "admm":
-            if not isinstance(value, dict):
-                raise InputError(name, "must be a mapping.")
-            for k in value:
-                if k not in ADMM_KEYS:
-                    raise InputError(f"{name}.{k}", "unknown config key.", f"Known: {', '.join(sorted(ADMM_KEYS))}.")
+            options.check_config(value, options.ADMM, "admm", defaults=False)
             out[key].update(copy.deepcopy(value))
         else:
             out[key] = copy.deepcopy(value)
@@ -171,9 +129,9 @@ def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", 
     name = spec.pop("preset", None) or default_preset(modality, cone_3d)
     if not isinstance(name, str):
         raise InputError("preset", f"must be a preset name, got {name!r}.")
-    config = _merge(_preset(name), spec, "")
+    config = _merge(_preset(name), spec)
     if overrides:
-        config = _merge(config, dict(overrides), "")
+        config = _merge(config, dict(overrides))
     return config
 
 

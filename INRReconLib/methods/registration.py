@@ -34,8 +34,9 @@ import numpy as np
 
 from ..errors import InputError
 from .monitor import Monitor
+from .options import PRIOR_REGISTRATIONS
 
-MODES = ("none", "rigid", "deformable", "auto")
+MODES = PRIOR_REGISTRATIONS
 # About 50 mm on the 256² thorax slice and 20 mm on the brain; measured there (prior PSNR after
 # aligning to the TV image, mesh 6 / 10 nodes across 256 voxels): CT 27.97 / 28.79 dB, MR 31.73 /
 # 35.80 dB, from 24.42 / 21.06 dB unaligned.

@@ -1,11 +1,15 @@
-"""Every reconstruction method, by the name the CLI, the worker and the Slicer module use.
+"""Every reconstruction method, once: the single source of truth the CLI, the worker, the Slicer
+module and the settings read.
 
 A method is a function
     fn(measurement, *, prior, config, iterations, device, monitor) -> ReconResult
 with `prior` a NumPy image on the measurement grid in physics units (or None), `config` a dict
-(the method's defaults updated with the user's), `iterations` an int or None (method default),
-`device` a torch.device and `monitor` a Monitor. Methods are imported lazily so that listing them
-costs nothing.
+(the user's settings; the method fills in its defaults), `iterations` an int or None (method
+default), `device` a torch.device and `monitor` a Monitor. Its MethodSpec says what it reads,
+what it returns and which config keys it has (options.py). Methods are imported lazily, and
+this file imports no torch, so listing them costs nothing (the Slicer module does it at load).
+
+Adding a method: one file in methods/ with the function, one MethodSpec below (CONTRIBUTING.md).
 """
 
 from __future__ import annotations
@@ -13,42 +17,90 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 from ..errors import InputError
+from . import options as opt
 from .monitor import Monitor
+from .presets import default_preset
 from .result import ReconResult
+
+READS = ("measurement", "prior", "frames")
+RETURNS = ("image", "field", "time series")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """name: as the CLI, the worker and the module call it. targets: modality -> "module:function"
+    inside INRReconLib.methods. reads: what it takes besides the measurement ("prior": needs a
+    prior image; "frames": reads dynamic, multi-frame data). returns: "image" (voxels of the
+    measurement grid), "field" (also a continuous field, ReconResult.field, that renders on a finer
+    grid) or "time series". options: modality -> its config keys (options.Option). preset_rule:
+    (modality, cone_3d) -> the preset its config starts from, for the methods configured by
+    presets (their options' defaults are that preset's values)."""
+
     name: str
-    targets: dict  # modality -> "module:function" inside INRReconLib.methods
+    targets: dict
     summary: str
-    uses_prior: bool = False
-    # The result carries a continuous field (ReconResult.field) that can be evaluated on a finer
-    # grid than the measurement's; the other methods reconstruct voxels of that grid only.
-    field: bool = False
+    options: dict
+    reads: tuple = ("measurement",)
+    returns: tuple = ("image",)
+    preset_rule: Optional[Callable] = None
 
     @property
     def modalities(self) -> tuple:
         return tuple(self.targets)
 
+    @property
+    def uses_prior(self) -> bool:
+        return "prior" in self.reads
+
+    @property
+    def field(self) -> bool:
+        return "field" in self.returns
+
+    def option_keys(self) -> list:
+        """Every config key of the method, over all its modalities, in declaration order."""
+        return list(dict.fromkeys(o.key for opts in self.options.values() for o in opts))
+
+    def defaults(self, modality: str, cone_3d: bool = False) -> dict:
+        """The config the method runs with when the user sets nothing."""
+        if self.preset_rule is not None:
+            from .presets import load_config
+
+            return load_config(self.preset_rule(modality, cone_3d), modality=modality, cone_3d=cone_3d)
+        return opt.defaults(self.options[modality])
+
+
+def _inr(name, summary, **kw):
+    return MethodSpec(name, {"CT": f"{name}:{name}", "MR": f"{name}:{name}"}, summary,
+                      {"CT": opt.INR, "MR": opt.INR}, returns=("image", "field"), preset_rule=default_preset, **kw)
+
 
 METHODS = {
     s.name: s
     for s in [
-        MethodSpec("fbp", {"CT": "classical_ct:fbp"}, "FBP (parallel/fan) or FDK (cone), ramp or Hann filter"),
-        MethodSpec("sirt", {"CT": "classical_ct:sirt"}, "SIRT, non-negative"),
-        MethodSpec("cgls", {"CT": "classical_ct:cgls"}, "CGLS on the least-squares problem"),
-        MethodSpec("tv", {"CT": "classical_ct:tv", "MR": "classical_mr:tv"}, "total variation, Chambolle-Pock PDHG"),
+        _inr("nerp", "NeRP: embed the prior in the INR, then fit the data", reads=("measurement", "prior")),
+        _inr("inr", "INR without prior (random init)"),
+        MethodSpec("fbp", {"CT": "classical_ct:fbp"}, "FBP (parallel/fan) or FDK (cone), ramp or Hann filter",
+                   {"CT": opt.FBP}),
+        MethodSpec("sirt", {"CT": "classical_ct:sirt"}, "SIRT, non-negative", {"CT": opt.SIRT}),
+        MethodSpec("cgls", {"CT": "classical_ct:cgls"}, "CGLS on the least-squares problem", {"CT": opt.CGLS}),
+        MethodSpec("tv", {"CT": "classical_ct:tv", "MR": "classical_mr:tv"}, "total variation, Chambolle-Pock PDHG",
+                   {"CT": opt.TV_CT, "MR": opt.TV_MR}, reads=("measurement", "frames")),
         MethodSpec("adjoint", {"MR": "classical_mr:adjoint"},
-                   "density-compensated adjoint NUFFT / zero-filled IFFT, coil-combined"),
-        MethodSpec("cgsense", {"MR": "classical_mr:cgsense"}, "CG-SENSE"),
-        MethodSpec("inr", {"CT": "nerp:inr", "MR": "nerp:inr"}, "INR without prior (random init)", field=True),
-        MethodSpec("nerp", {"CT": "nerp:nerp", "MR": "nerp:nerp"},
-                   "NeRP: embed the prior in the INR, then fit the data", uses_prior=True, field=True),
+                   "density-compensated adjoint NUFFT / zero-filled IFFT, coil-combined", {"MR": opt.ADJOINT},
+                   reads=("measurement", "frames")),
+        MethodSpec("cgsense", {"MR": "classical_mr:cgsense"}, "CG-SENSE", {"MR": opt.CGSENSE},
+                   reads=("measurement", "frames")),
     ]
 }
+
+
+def method_config(name: str, modality: str, config: dict | None) -> dict:
+    """The config a method without presets runs with: its defaults updated with `config`, checked."""
+    spec = METHODS[name]
+    return opt.check_config(dict(config or {}), spec.options[modality], name)
 
 
 def method_names(modality: str | None = None) -> list[str]:

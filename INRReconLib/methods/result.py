@@ -16,8 +16,9 @@ class ReconResult:
     iterations: iterations actually run (last stage); cancelled: stopped early on request.
     history: the Monitor's per-iteration records; extra: method-specific numbers.
     aligned_prior: NeRP's prior as registered to the data and embedded (grid shape), else None.
-    field: the fitted INR (a torch module; methods.nerp.render evaluates it on any grid), for
-    the methods whose MethodSpec says `field`; None for a cancelled run that never built it."""
+    field: the fitted INR (an engine.model.FieldImage; engine.render.render evaluates it on any
+    grid of the same orientation), for the methods whose MethodSpec returns a "field"; None for
+    a cancelled run that never built it."""
 
     image: np.ndarray
     method: str = ""

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from .backends import PROJECTORS
 from .ct_geometry import CTGeometry
 from .grid import ImageGrid
 from .linear import LinearOperator
 
-PROJECTORS = ("auto", "torch", "astra")
 
 # Sample coordinates of all views are cached when they fit in this many bytes (the 64x128x128,
 # 20-view, 100x200 cone case needs ~410 MiB); otherwise they are recomputed per chunk of views

@@ -12,12 +12,11 @@ backend it holds:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..numerics.krylov import power_method
 
 
 class _Apply(torch.autograd.Function):
@@ -36,21 +35,6 @@ class _Apply(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return _Apply.apply(grad.contiguous(), ctx.op, not ctx.adjoint), None, None
-
-
-def power_method(normal, x0: torch.Tensor, n_iter: int = 20) -> float:
-    """√(largest eigenvalue of the self-adjoint, positive map `normal`) by power iteration from
-    x0: the operator norm ‖A‖ when normal = AᴴA."""
-    x = x0 / torch.linalg.vector_norm(x0).clamp_min(1e-30)
-    s = 0.0
-    with torch.no_grad():
-        for _ in range(int(n_iter)):
-            y = normal(x)
-            s = float(torch.linalg.vector_norm(y))
-            if s == 0.0:
-                break
-            x = y / s
-    return math.sqrt(s)
 
 
 class LinearOperator:

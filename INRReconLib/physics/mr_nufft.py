@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .backends import NUFFTS
 
-NUFFTS = ("auto", "torchkbnufft", "finufft")
 FINUFFT_EPS = 1e-5  # single precision; the two backends then agree to ~7e-4 (torchkbnufft's own error)
 # CPU: measured (`inrrecon bench --cases nufft`, 2-core CPU; README, Benchmarks): finufft's
 # forward + adjoint, one INR step, takes 0.13x (static 256², 8 coils) and 0.58x (dynamic 128²,

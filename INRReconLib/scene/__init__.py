@@ -5,6 +5,7 @@ nodes are made by class name through the scene; only vtk, NumPy (and SimpleITK/h
 """
 
 from .compare import setup_comparison, tumour_statistics, difference_volume  # noqa: F401
-from .measurement_display import load_measurement_nodes, read_measurement_header  # noqa: F401
+from ..io.readers import read_measurement_header  # noqa: F401
+from .measurement_display import load_measurement_nodes  # noqa: F401
 from .series import SeriesSession, build_sequence  # noqa: F401
 from .session import ReconstructionSession, SessionState  # noqa: F401

@@ -87,7 +87,7 @@ class SeriesSession:
     def start(self):
         """Check every fraction's file first (a bad later one must not stop the series halfway),
         then start the first."""
-        from .measurement_display import read_measurement_header
+        from ..io.readers import read_measurement_header
 
         for path in self.paths:
             read_measurement_header(path)  # InputError naming the file and the field

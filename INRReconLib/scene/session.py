@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..physics.grid import ImageGrid
-from .measurement_display import read_measurement_header
+from ..io.readers import read_measurement_header
 from .progress_plot import ProgressPlot
 from .volumes import PREVIEW_ATTRIBUTE, ensure_display_node, get_ijk_to_ras, ijk_to_ras_from_grid, \
     load_volume_file, update_volume_from_array, write_volume_node

@@ -82,7 +82,7 @@ def preset_for_measurement(path, current: str) -> str:
     (hash-cone for 3D cone beam, hash-ct, hash-mr) when `current` is one of the fast presets,
     otherwise `current`. An unreadable file keeps `current` (Apply reports the problem)."""
     from ..errors import InputError
-    from .measurement_display import read_measurement_header
+    from ..io.readers import read_measurement_header
 
     if current not in FAST_PRESETS:
         return current

@@ -211,7 +211,7 @@ def save_checkpoint(job_dir: Path, image: np.ndarray, info: dict) -> Path:
 
 def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     import SimpleITK  # noqa: F401  (imported now, so that saving after a cancel is quick)
-    from ..io.measurement import read_measurement
+    from ..io.readers import read_measurement
     from ..methods.registry import METHODS, reconstruct
 
     measurement = read_measurement(job["measurement"])
@@ -317,7 +317,7 @@ def _field_on_finer_grid(result, grid, factor: int):
     if result.field is None:
         return None, (f"upsample {factor}: the run ended before the field was built; "
                       "the output is on the measurement grid.")
-    from ..methods.nerp import render
+    from ..methods.engine.render import render
 
     try:
         return render(result.field, grid, upsample=factor), None

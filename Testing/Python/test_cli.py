@@ -140,3 +140,22 @@ def test_upsampled_output_evaluates_the_field_finer(tmp_path, small_ct_image, ca
                  "--out", str(tmp_path / "f.nrrd")])
     assert code == 2 and "upsample" in capsys.readouterr().err
     assert not (tmp_path / "f.nrrd").exists()
+
+
+def test_methods_lists_the_registry_and_each_methods_keys(capsys):
+    """`inrrecon methods` prints every registered method; `inrrecon methods NAME` its config keys
+    with the defaults it runs with and their docs, per modality."""
+    from INRReconLib.methods.registry import METHODS
+
+    assert main(["methods"]) == 0
+    listing = capsys.readouterr().out
+    for name in METHODS:
+        assert f"\n{name} " in listing
+    assert main(["methods", "tv"]) == 0
+    tv = capsys.readouterr().out
+    assert "CT:" in tv and "MR:" in tv and "lambda = 0.002" in tv and "lambda = 0.0002" in tv
+    assert main(["methods", "nerp"]) == 0
+    nerp = capsys.readouterr().out
+    assert "defaults of preset 'hash-ct'" in nerp and "prior_registration = 'auto'" in nerp
+    assert main(["methods", "no-such"]) == 2
+    assert "unknown method" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Losses, CGLS/ADMM, schedules, config presets, and FLS/ADMM convergence speed against L2."""
+"""Losses, ADMM, schedules, config presets, and FLS/ADMM convergence speed against L2."""
 
 import json
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from INRReconLib.errors import InputError
-from INRReconLib.methods.admm import cgls, operator_norm_sq
 from INRReconLib.methods.losses import data_loss, fls_loss, make_scheduler, tv_loss
 from INRReconLib.methods.presets import load_config, preset_names, save_config
 from INRReconLib.physics.ct_filters import ramp_filter
@@ -49,20 +48,6 @@ def test_tv():
     assert float(tv_loss(step)) == pytest.approx(1 / 7, abs=1e-3)
 
 
-def test_cgls_solves_least_squares_and_damped():
-    gen = torch.Generator().manual_seed(1)
-    A = torch.randn(30, 10, generator=gen, dtype=torch.float64)
-    y = torch.randn(30, generator=gen, dtype=torch.float64)
-    x = cgls(lambda v: A @ v, lambda r: A.T @ r, y, torch.zeros(10, dtype=torch.float64), 30)
-    assert torch.allclose(x, torch.linalg.lstsq(A, y[:, None]).solution[:, 0], atol=1e-8)
-    a = torch.randn(10, generator=gen, dtype=torch.float64)
-    xd = cgls(lambda v: A @ v, lambda r: A.T @ r, y, torch.zeros(10, dtype=torch.float64), 30, damping=2.0, anchor=a)
-    expect = torch.linalg.solve(A.T @ A + 2.0 * torch.eye(10, dtype=torch.float64), A.T @ y + 2.0 * a)
-    assert torch.allclose(xd, expect, atol=1e-8)
-    assert operator_norm_sq(lambda v: A @ v, lambda r: A.T @ r, torch.zeros(10, dtype=torch.float64), 50) == pytest.approx(
-        float(torch.linalg.matrix_norm(A, 2) ** 2), rel=1e-3)
-
-
 def test_schedules():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([p], lr=1.0)
@@ -91,7 +76,7 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
     assert swapped["field"]["encoding"] == {"otype": "HashGrid", "n_levels": 4}
     with pytest.raises(InputError, match="learning_rate"):
         load_config({"learning_rate": 1e-3})
-    with pytest.raises(InputError, match="admm.steps"):
+    with pytest.raises(InputError, match="admm has no option .steps"):
         load_config({"admm": {"steps": 3}})
     with pytest.raises(InputError, match="preset"):
         load_config("no-such-preset")
@@ -170,12 +155,12 @@ def test_fls_handover_blends_to_l2():
     """fls_handover: the loss goes linearly from FLS (share 0) to plain L2 (share 1)."""
     from inr_cases import sparse_ct_case
 
-    from INRReconLib.methods.nerp import _Problem
+    from INRReconLib.methods.engine.problem import Problem
     from INRReconLib.methods.registry import reconstruct
 
     m, truth, prior = sparse_ct_case(n=32, views=8)
     cfg = load_config({"preset": "hash-ct", "loss": "fls"})
-    problem = _Problem(m, cfg, "cpu")
+    problem = Problem(m, cfg, "cpu")
     problem.set_scale(float(truth.max()))
     image = torch.as_tensor(prior) / problem.scale  # a wrong image: both losses are far from 0
     fls = float(problem.loss(image, cfg))

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from INRReconLib.errors import InputError
-from INRReconLib.io.measurement import (FORMAT_VERSION, Measurement, describe_measurement, read_measurement,
-                                        validate_measurement, write_measurement)
+from INRReconLib.io.measurement import (FORMAT_VERSION, Measurement, describe_measurement, validate_measurement,
+                                        write_measurement)
+from INRReconLib.io.readers import read_measurement
 from INRReconLib.physics.ct_geometry import cone_geometry, fan_geometry, parallel_geometry
 from INRReconLib.physics.grid import ImageGrid
 from INRReconLib.physics.mr_geometry import MRGeometry
@@ -272,3 +273,36 @@ def test_2d_mr_with_an_explicit_single_slice_axis(tmp_path):
     wrong = MRGeometry("cartesian", mask=g.mask[:, None, None], coil_maps=g.coil_maps)
     with pytest.raises(InputError, match="/geometry/mask"):
         write_measurement(Measurement("MR", m.data, m.grid, wrong), tmp_path / "bad.h5")
+
+
+def test_read_measurement_dispatches_by_content(tmp_path, monkeypatch):
+    """read_measurement asks each registered reader whether it recognises the file (by content,
+    not name): a v1 file under any name is read; an unknown file names the formats there are;
+    a new reader is one entry in READERS."""
+    from INRReconLib.io import readers
+
+    m = ct2d()
+    odd = tmp_path / "scan.data"
+    write_measurement(m, tmp_path / "a.h5")
+    odd.write_bytes((tmp_path / "a.h5").read_bytes())
+    assert readers.reader_for(odd).name == "inrrecon-h5"
+    assert np.array_equal(read_measurement(odd).data, m.data)
+    header = readers.read_measurement_header(odd)
+    assert header["modality"] == "CT" and header["grid"] == m.grid and header["geometry"] == m.geometry.type
+    assert readers.is_measurement_file(odd) and not readers.is_measurement_file(tmp_path / "nothing.h5")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a measurement")
+    with pytest.raises(InputError, match="no format INRRecon reads") as info:
+        read_measurement(text)
+    assert "HDF5" in str(info.value)
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match="HDF5"):  # the .h5 reader says what is wrong with it
+        read_measurement(garbage)
+
+    seen = []
+    toy = readers.Reader("toy", "a toy format", (".toy",), lambda p: p.read_bytes().startswith(b"TOY"),
+                         lambda p: seen.append(p) or m, lambda p: {"modality": "CT"})
+    monkeypatch.setattr(readers, "READERS", readers.READERS + (toy,))
+    (tmp_path / "x.bin").write_bytes(b"TOY1")
+    assert read_measurement(tmp_path / "x.bin") is m and seen == [tmp_path / "x.bin"]

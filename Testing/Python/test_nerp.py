@@ -9,7 +9,9 @@ from INRReconLib.errors import InputError
 from INRReconLib.fields.lattice import lattice_points
 from INRReconLib.io.measurement import Measurement
 from INRReconLib.methods.monitor import Monitor
-from INRReconLib.methods.nerp import grid_axes, render
+from INRReconLib.methods.engine.coords import CoordinateFrame
+from INRReconLib.methods.engine.model import FieldImage
+from INRReconLib.methods.engine.render import render
 from INRReconLib.methods.registry import reconstruct
 from INRReconLib.physics.grid import ImageGrid
 
@@ -280,7 +282,7 @@ def test_grid_axes_isotropic():
     from INRReconLib.physics import ImageGrid
 
     g = ImageGrid.centred((4, 8, 16), (1.0, 1.0, 2.0))  # z extent 8 mm, x 16, y 8
-    c = lattice_points(grid_axes(g))
+    c = lattice_points(CoordinateFrame.of_grid(g).spatial_axes(g))
     assert c.shape == (4 * 8 * 16, 3)
     assert float(c.abs().max()) < 1.0
     # x spans (−1, 1); y and z half of it (same mm per unit on every axis)
@@ -299,6 +301,7 @@ def test_render_in_chunks_matches_whole_grid():
     field = build_field(cfg, 3, 1)
     with torch.no_grad():
         field.encoding.params.uniform_(-1, 1)
+    field = FieldImage(field, CoordinateFrame.of_grid(g), intensity_scale=1.0, complex_output=False)
     for u in (1, 2):
         whole, chunked = render(field, g, upsample=u, chunk=0), render(field, g, upsample=u, chunk=97)
         assert whole.shape == (6 * u, 10 * u, 12 * u)
@@ -361,14 +364,15 @@ def test_tv_weight_scales_with_grid_and_coils():
     """tv_weight is quoted for a 128-wide grid and one coil: ×n/128 for the grid, ÷√coils."""
     from inr_cases import sparse_ct_case
 
-    from INRReconLib.methods.nerp import _Problem, tv_weight
+    from INRReconLib.methods.engine.fitting import tv_weight
+    from INRReconLib.methods.engine.problem import Problem
     from INRReconLib.methods.presets import load_config
     from INRReconLib.physics import ImageGrid, MRGeometry
     from INRReconLib.physics.mr_sampling import golden_angle_radial
 
     ct, _, _ = sparse_ct_case(n=32, views=8)
     cfg = load_config({"preset": "hash-ct", "tv_weight": 0.01})
-    assert tv_weight(cfg, _Problem(ct, cfg, "cpu")) == pytest.approx(0.01 * 32 / 128)
+    assert tv_weight(cfg, Problem(ct, cfg, "cpu")) == pytest.approx(0.01 * 32 / 128)
 
     n, coils = 64, 4
     grid = ImageGrid.centred((1, n, n), (1.0, 1.0, 1.0))
@@ -376,7 +380,7 @@ def test_tv_weight_scales_with_grid_and_coils():
     geo = MRGeometry("noncartesian", trajectory=golden_angle_radial(8, 2 * n), coil_maps=maps)
     k = np.ones((1, coils, 8 * 2 * n), np.complex64)
     cfg = load_config({"preset": "hash-mr", "tv_weight": 0.002})
-    mr = _Problem(Measurement("MR", k, grid, geo), cfg, "cpu")
+    mr = Problem(Measurement("MR", k, grid, geo), cfg, "cpu")
     assert mr.n_coils == coils
     assert tv_weight(cfg, mr) == pytest.approx(0.002 * 64 / 128 / 2)
 
@@ -386,22 +390,22 @@ def test_coarse_to_fine_prior_modes():
     out of the field (as for the INR). Both end with every level on and training. "off" leaves
     every level on and training from the start; the INR's ramp is not affected by it."""
     from INRReconLib.fields import build_field, resolve_field_config
-    from INRReconLib.methods.nerp import _level_schedule
+    from INRReconLib.methods.engine.fitting import level_schedule
     from INRReconLib.methods.presets import load_config
 
     cfg = load_config({"preset": "hash-ct", "coarse_to_fine": 0.5})
     field = build_field(resolve_field_config(cfg["field"], (1, 32, 32)), 2, 1)
     for mode in ("freeze", "mask"):
-        schedule = _level_schedule(field, {**cfg, "coarse_to_fine_prior": mode}, total=10, embedded=True)
+        schedule = level_schedule(field, {**cfg, "coarse_to_fine_prior": mode}, total=10, embedded=True)
         schedule(0)
         assert (field._frozen_from is not None) == (mode == "freeze")
         assert (field.feature_weight is not None) == (mode == "mask")
         schedule(None)
         assert field._frozen_from is None and field.feature_weight is None
     off = {**cfg, "coarse_to_fine_prior": "off"}
-    _level_schedule(field, off, total=10, embedded=True)(0)
+    level_schedule(field, off, total=10, embedded=True)(0)
     assert field._frozen_from is None and field.feature_weight is None
-    _level_schedule(field, off, total=10, embedded=False)(0)
+    level_schedule(field, off, total=10, embedded=False)(0)
     assert field.feature_weight is not None
     m, _, prior = sparse_ct_case(n=32, views=8)
     with pytest.raises(InputError, match="coarse_to_fine_prior"):

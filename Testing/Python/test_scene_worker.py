@@ -130,9 +130,10 @@ def test_real_worker_cancel_leaves_scene_consistent(real_case):
         time.sleep(0.02)
     session.cancel()
     session.wait(timeout_s=60)
-    assert session.state.status in ("cancelled", "done"), session.state.message
+    # 100000 SIRT iterations take minutes: only a cancel that works ends the run within the wait.
+    assert session.state.status == "cancelled", (session.state.status, session.state.message)
+    assert session.state.iteration < 100000
     assert session.runner.wait(timeout=20) is not None  # the process ends after its final event
     added = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") - n_volumes
     assert added in (1, 2)  # the partial output (+ the preview if one came)
-    if session.state.status == "cancelled":
-        assert scene.GetNodeByID(session.state.output_node_id).GetName().endswith("(partial)")
+    assert scene.GetNodeByID(session.state.output_node_id).GetName().endswith("(partial)")

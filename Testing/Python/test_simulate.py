@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from INRReconLib.errors import InputError
-from INRReconLib.io.measurement import read_measurement, validate_measurement, write_measurement
+from INRReconLib.io.measurement import validate_measurement, write_measurement
+from INRReconLib.io.readers import read_measurement
 from INRReconLib.io.phantoms import ct_phantom_mu, mr_phantom, shepp_logan_2d, smooth_phantom_3d
 from INRReconLib.io.volume import hu_to_mu, read_volume
 from INRReconLib.physics.ct_projector import CTProjector

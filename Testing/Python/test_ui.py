@@ -2,6 +2,7 @@
 and every parameter of the ParameterNode is bound to a widget through SlicerParameterName."""
 
 import ast
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -69,23 +70,46 @@ def test_ui_loads_in_qt_offscreen():
     app.processEvents()
 
 
-def _module_tuple(name):
-    tree = ast.parse(MODULE_FILE.read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == name)
-    return tuple(ast.literal_eval(node.value))
+_CHOICES_SCRIPT = """
+import json, sys, typing
+sys.path.insert(0, sys.argv[1])
+import boot
+slicer, INRRecon = boot.boot(shims=True)
+hints = typing.get_type_hints(INRRecon.INRReconParameterNode, include_extras=True)
+choices = {}
+for name, hint in hints.items():
+    for meta in getattr(hint, "__metadata__", ()):
+        if type(meta).__name__ == "Choice":
+            choices[name] = list(meta.args[0])
+print(json.dumps({"choices": choices, "field_methods": list(INRRecon.FIELD_METHODS),
+                  "setting_keys": INRRecon.SETTING_KEYS}))
+"""
 
 
-def test_module_choices_match_the_library():
+def test_module_choices_equal_the_library():
+    """The module's method, preset, loss and alignment lists are the registry's and the options',
+    equal (not a subset), as the parameter node declares them; its settings name real config keys."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is not installed")
+    from INRReconLib.methods import options
     from INRReconLib.methods.presets import preset_names
     from INRReconLib.methods.registry import METHODS
 
-    assert set(_module_tuple("METHODS")) <= set(METHODS), "the module offers a method the registry lacks"
-    assert set(_module_tuple("FIELD_METHODS")) == {n for n, spec in METHODS.items() if spec.field}
-    assert set(_module_tuple("PRESETS")) <= set(preset_names())
-    from INRReconLib.methods.registration import MODES
-
-    assert _module_tuple("PRIOR_ALIGNMENTS") == ("preset",) + MODES
-    assert _module_tuple("PRIOR_MISMATCH") == ("preset", "error", "warn")
+    done = subprocess.run([sys.executable, "-c", _CHOICES_SCRIPT, str(MODULE_FILE.parents[1] / "Testing" / "SlicerAPI")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    choices = answer["choices"]
+    assert choices["method"] == list(METHODS)
+    assert answer["field_methods"] == [n for n, spec in METHODS.items() if spec.field]
+    assert choices["preset"] == preset_names()
+    assert choices["loss"] == ["preset", *options.LOSSES]
+    assert choices["priorRegistration"] == ["preset", *options.PRIOR_REGISTRATIONS]
+    assert choices["priorMismatch"] == ["preset", *next(o.choices for o in options.INR if o.key == "prior_mismatch")]
+    inr_keys = {o.key for o in options.INR}
+    assert set(answer["setting_keys"].values()) <= inr_keys
 
 
 def test_build_config_sentinels():
@@ -114,7 +138,9 @@ def test_preset_follows_the_chosen_measurement(tmp_path):
     from INRReconLib.io.measurement import write_measurement
     from INRReconLib.scene.settings import FAST_PRESETS, preset_for_measurement
 
-    assert set(FAST_PRESETS) <= set(_module_tuple("PRESETS"))
+    from INRReconLib.methods.presets import preset_names
+
+    assert set(FAST_PRESETS) <= set(preset_names())
     cone = write_measurement(sparse_cone_case()[0], tmp_path / "cone.h5")
     slice_2d = write_measurement(sparse_ct_case()[0], tmp_path / "slice.h5")
     assert preset_for_measurement(cone, "hash-ct") == "hash-cone"

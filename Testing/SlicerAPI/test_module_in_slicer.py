@@ -120,6 +120,18 @@ def test_settings_loaded_from_a_scene_are_shown(widget):
     assert widget.ui.methodComboBox.currentText == "cgls" and widget.ui.iterationsSpinBox.value == 77
 
 
+def test_only_the_methods_own_settings_are_enabled(widget):
+    """The registry says which config keys a method has: FBP has no network or learning rate, NeRP
+    has both; the settings follow the method as it changes."""
+    p = widget._parameterNode
+    inr_only = ("networkWidthSpinBox", "learningRateSpinBox", "priorRegistrationComboBox", "useADMMCheckBox")
+    p.method = "fbp"
+    assert not any(getattr(widget.ui, name).enabled for name in inr_only)
+    assert widget.ui.iterationsSpinBox.enabled  # every method takes an iteration count
+    p.method = "nerp"
+    assert all(getattr(widget.ui, name).enabled for name in inr_only)
+
+
 def test_typing_in_the_series_box_keeps_the_order(widget):
     widget.ui.seriesPathsTextEdit.typeText("abc.h5")
     assert widget._parameterNode.seriesPaths == "abc.h5"

@@ -1,0 +1,120 @@
+"""What every INR method does around its own part: the config, the problem, the model, the result.
+
+    run = InrRun("inr", measurement, config, iterations, device, monitor)
+    with run.guard():                       # a GPU out of memory becomes a DeviceError with a fix
+        problem = run.open_problem()
+        model = run.new_model(problem.quick_estimate())
+        return run.fit(model)               # fit_measurements, then the ReconResult
+
+A method with a prior (nerp.py) aligns and embeds it between new_model and fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from ...errors import DeviceError, InputError
+from ...fields import build_field, resolve_field_config
+from .. import options
+from ..monitor import Monitor
+from ..presets import load_config, measurement_context
+from ..result import ReconResult
+from .coords import CoordinateFrame
+from .fitting import embed_image, fit_measurements
+from .model import FieldImage
+from .problem import Problem, robust_max
+from .render import render
+
+OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evaluate the field in chunks, "
+           "raise subsets (fewer views per step), lower the hash table size (log2_hashmap_size) or the "
+           "network width, or run on the CPU.")
+
+
+def inr_config(method: str, measurement, config, iterations) -> dict:
+    """The full config of an INR method on this measurement: its default preset (or the one the
+    config names) updated with the user's keys, checked (options.INR), the field made explicit."""
+    cfg = load_config(dict(config or {}), **measurement_context(measurement.modality, measurement.geometry.type,
+                                                                measurement.grid))
+    if iterations is not None:
+        cfg["iterations"] = int(iterations)
+    options.check_config(cfg, options.INR, method, defaults=False)
+    options.check_config(cfg["admm"], options.ADMM, "admm", defaults=False)
+    if measurement.modality == "CT" and cfg["loss"] == "rel_l2":
+        raise InputError("config loss", "'rel_l2' is meant for MR k-space.", "Use 'l2', 'l1' or 'fls' for CT.")
+    if measurement.modality == "MR" and cfg["loss"] == "fls":
+        raise InputError("config loss", "'fls' is a CT loss (ramp filter on sinograms).", "Use 'rel_l2' or 'l2' for MR.")
+    cfg["field"] = resolve_field_config(cfg["field"], measurement.grid.shape)
+    return cfg
+
+
+class InrRun:
+    """One run of an INR method. Keeps the config (the result records it whole), the start time,
+    the problem, the numbers for the result's `extra` and the aligned prior (NeRP)."""
+
+    def __init__(self, method: str, measurement, config, iterations, device, monitor, *, frames: bool = False):
+        self.measurement = measurement
+        self.monitor = monitor or Monitor()
+        self.device = torch.device(device)
+        self.frames = frames
+        self.cfg = inr_config(method, measurement, config, iterations)
+        self.start = time.perf_counter()
+        self.problem = None
+        self.extra: dict = {}
+        self.aligned_prior = None
+
+    @contextlib.contextmanager
+    def guard(self):
+        try:
+            yield self
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceError("out-of-memory", f"The GPU ran out of memory ({str(exc).splitlines()[0]}). {OOM_FIX}") \
+                from None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def open_problem(self) -> Problem:
+        self.problem = Problem(self.measurement, self.cfg, self.device, frames=self.frames)
+        return self.problem
+
+    def new_model(self, reference: torch.Tensor) -> FieldImage:
+        """A freshly initialised model whose unit is set by `reference` (an image in physics units:
+        the prior, or a quick estimate from the data): its robust maximum becomes 1."""
+        scale = robust_max(reference)
+        if not scale > 0:
+            scale = float(reference.abs().max()) or 1.0
+        self.problem.set_scale(scale)
+        self.extra["intensity_scale"] = scale
+        torch.manual_seed(int(self.cfg["seed"]))
+        grid = self.measurement.grid
+        frame = CoordinateFrame.of_grid(grid)
+        field = build_field(self.cfg["field"], frame.n_dims, 2 if self.problem.mr else 1, self.device)
+        model = FieldImage(field, frame, intensity_scale=scale, complex_output=self.problem.mr)
+        self.axes = frame.spatial_axes(grid, 1, self.device)
+        return model
+
+    def embed(self, model, image: torch.Tensor) -> bool:
+        """Fit the model to `image` (physics units, the grid's shape). Returns True if cancelled."""
+        steps, cancelled = embed_image(model, self.axes, self.problem, image / model.intensity_scale, self.cfg,
+                                       self.monitor)
+        self.extra["embed_seconds"] = self.elapsed()
+        return cancelled
+
+    def fit(self, model, embedded: bool = False) -> ReconResult:
+        steps, cancelled, fit_extra = fit_measurements(model, self.axes, self.problem, self.cfg, self.monitor,
+                                                       embedded=embedded)
+        self.extra.update(fit_extra)
+        return self.result(model, steps, cancelled)
+
+    def result(self, model, steps: int, cancelled: bool) -> ReconResult:
+        return ReconResult(image=render(model, self.measurement.grid), config=self.cfg, iterations=steps,
+                           seconds=self.elapsed(), cancelled=cancelled, history=list(self.monitor.history),
+                           extra=self.extra, aligned_prior=self.aligned_prior, field=model)
+
+    def stopped_early(self, image) -> ReconResult:
+        """Cancelled before a model exists: `image` (e.g. a reference reconstruction) is the result."""
+        return ReconResult(image=image, config=self.cfg, iterations=0, seconds=self.elapsed(), cancelled=True,
+                           history=list(self.monitor.history), extra=self.extra)

@@ -1,0 +1,188 @@
+"""Config keys of the methods: each one once, with its default, a one-line doc and its check.
+
+`check_config` is the one validator: unknown keys and bad values are refused with one message
+format (field "config <key>", what is wrong, and the key's doc as the fix). The registry
+(registry.py) names the options of every method; the CLI, the worker, the Slicer module and
+`inrrecon methods` read them from there. No torch here: the Slicer module imports this file.
+
+The INR methods (inr, nerp) take their defaults from a preset (INRReconLib/presets/*.json,
+presets.py); their options have default None ("the preset's value") and every preset holds
+exactly these keys (a test checks it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..errors import InputError
+from ..physics.backends import NUFFTS, PROJECTORS
+
+LOSSES = ("l2", "l1", "fls", "rel_l2")
+SCHEDULES = ("cosine", "step", "constant")
+PRIOR_REGISTRATIONS = ("none", "rigid", "deformable", "auto")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key. `kind`: "int", "float", "bool", "str", "mapping" or "any"; numbers are
+    checked against [minimum, maximum] (`above`: strictly greater than minimum); strings
+    against `choices` when given; None passes where `nullable`."""
+
+    key: str
+    doc: str
+    default: Any = None
+    kind: str = "any"
+    choices: tuple = ()
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    above: bool = False
+    nullable: bool = False
+
+    def problem(self, value) -> Optional[str]:
+        """What is wrong with `value` for this key, or None."""
+        if value is None and self.nullable:
+            return None
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else f"must be true or false, got {value!r}."
+        if self.kind == "mapping":
+            return None if isinstance(value, dict) else f"must be a mapping, got {type(value).__name__}."
+        if self.kind == "str" or self.choices:
+            if self.choices and value not in self.choices:
+                return f"must be one of {', '.join(repr(c) for c in self.choices)}; got {value!r}."
+            return None if isinstance(value, str) else f"must be a string, got {value!r}."
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"must be a number, got {value!r}."
+            if self.kind == "int" and value != int(value):
+                return f"must be an integer, got {value!r}."
+            low_ok = self.minimum is None or (value > self.minimum if self.above else value >= self.minimum)
+            high_ok = self.maximum is None or value <= self.maximum
+            if not (low_ok and high_ok):
+                return f"must be {self._range()}, got {value!r}."
+        return None
+
+    def _range(self) -> str:
+        low = None if self.minimum is None else f"{'>' if self.above else '>='} {self.minimum:g}"
+        if self.maximum is None:
+            return low
+        if low is None:
+            return f"<= {self.maximum:g}"
+        return f"in [{self.minimum:g}, {self.maximum:g}]" if not self.above else f"{low} and <= {self.maximum:g}"
+
+
+def check_config(config: dict, options, method: str, *, defaults: bool = True) -> dict:
+    """`config` checked against `options` (a tuple of Option): a new dict with the defaults filled
+    in (defaults=False: the given keys only). Raises InputError naming the first bad key."""
+    known = {o.key: o for o in options}
+    for key in config:
+        if key not in known:
+            raise InputError("config", f"{method} has no option {key!r}.", f"Its options: {', '.join(known)}.")
+    out = {o.key: o.default for o in options} if defaults else {}
+    out.update(config)
+    for key, value in out.items():
+        wrong = known[key].problem(value)
+        if wrong is not None:
+            raise InputError(f"config {key}", wrong, f"{key}: {known[key].doc}")
+    return out
+
+
+def defaults(options) -> dict:
+    return {o.key: o.default for o in options}
+
+
+# ---- shared by several methods -------------------------------------------------------------
+PROJECTOR = Option("projector", "CT forward model: auto (astra on CUDA when it has CUDA, else torch), torch or "
+                   "astra; the result's config names the one that ran", "auto", choices=PROJECTORS)
+NUFFT = Option("nufft", "non-Cartesian MR: auto (the faster backend on this device, as measured), torchkbnufft or "
+               "finufft; the result's config names the one that ran", "auto", choices=NUFFTS)
+
+# ---- classical CT --------------------------------------------------------------------------
+FBP = (Option("filter", "ramp filter window: ramp (sharpest) or hann (less noise)", "ramp", choices=("ramp", "hann")),
+       PROJECTOR)
+SIRT = (Option("iterations", "SIRT iterations from zero", 200, "int", minimum=1),
+        Option("nonneg", "clip negative attenuation every iteration", True, "bool"), PROJECTOR)
+CGLS = (Option("iterations", "CGLS iterations from zero (early stopping is the regulariser)", 50, "int", minimum=1),
+        PROJECTOR)
+# lambda: on clean 20-view 64² phantoms (parallel and fan) 0.002-0.005 was best (0.0005 and 0.02
+# lost 1.5-4 dB); raise it for noisy data.
+TV_CT = (Option("iterations", "PDHG iterations (far from converged at 300 on sparse-view 256² slices)", 1000, "int",
+                minimum=1),
+         Option("lambda", "TV weight of the normalised problem (dimensionless; raise it for noisy data)", 0.002,
+                "float", minimum=0),
+         Option("nonneg", "clip negative attenuation every iteration", True, "bool"), PROJECTOR)
+
+# ---- classical MR --------------------------------------------------------------------------
+ADJOINT = (Option("density_compensation", "non-Cartesian: weight k-space by the density compensation", True, "bool"),
+           Option("scale", "least-squares: scale the image to fit the data; none: the raw adjoint", "least-squares",
+                  choices=("least-squares", "none")),
+           NUFFT)
+CGSENSE = (Option("lambda", "Tikhonov weight relative to the largest eigenvalue of AᴴWA (0: none, the iteration "
+                  "count regularises)", 0.0, "float", minimum=0),
+           Option("dcf_weighting", "non-Cartesian: solve the density-weighted problem (faster, noisier)", False, "bool"),
+           Option("tolerance", "stop when the normal-equation residual falls below this, relative", 1e-6, "float",
+                  minimum=0),
+           Option("toeplitz", "non-Cartesian: apply AᴴA through its Toeplitz embedding (faster)", True, "bool"),
+           NUFFT)
+TV_MR = (Option("lambda", "TV weight relative to ‖AᴴA‖ and the image scale (tuned on a 256² brain, 40 spokes)", 2e-4,
+                "float", minimum=0),
+         Option("temporal_weight", "dynamic data: weight of the temporal TV (null: 0 for one frame, 1 for several)",
+                None, "float", minimum=0, nullable=True),
+         Option("precondition", "non-Cartesian: diagonal k-space dual step from the density compensation", True, "bool"),
+         Option("init", "start from the gridding image (adjoint) or from zero", "adjoint", choices=("adjoint", "zero")),
+         Option("step", "primal step τ of PDHG (10 converged best in 200 iterations on the brain)", 10.0, "float",
+                minimum=0, above=True),
+         NUFFT)
+
+# ---- the INR methods (defaults: the preset) -------------------------------------------------
+INR = (
+    Option("preset", "the preset the config started from (INRReconLib/presets)", kind="str"),
+    Option("description", "what the preset is for and how it was tuned (free text)", kind="str"),
+    Option("field", "the network: {encoding: {otype, ...}, network: {otype, ...}, backend: auto | torch}, tiny-cuda-nn "
+           "style (fields/factory.py)", kind="mapping"),
+    PROJECTOR, NUFFT,
+    Option("prior_registration", "NeRP: align the prior with a TV image of the data before embedding it; auto keeps "
+           "the rigid or the deformable alignment, whichever the data fit better", choices=PRIOR_REGISTRATIONS),
+    Option("registration_reference_iterations", "TV iterations for the registration's reference image", kind="int",
+           minimum=1),
+    Option("prior_slice_search_mm", "NeRP, 2D data, a prior volume: pick the prior's slice within this distance of "
+           "the plane that matches the data best (0: off)", kind="float", minimum=0),
+    Option("prior_min_correlation", "NeRP: the rigidly aligned prior must correlate at least this much with the TV "
+           "reference (own earlier scan 0.93-0.98, another patient 0.47; -1: no check)", kind="float", minimum=-1,
+           maximum=1),
+    Option("prior_mismatch", "below prior_min_correlation: error (stop, naming the mismatch) or warn (go on)",
+           choices=("error", "warn")),
+    Option("embed_iterations", "NeRP: Adam steps fitting the field to the prior (0: no embedding)", kind="int",
+           minimum=0),
+    Option("embed_lr", "learning rate of the prior embedding", kind="float", minimum=0, above=True),
+    Option("iterations", "data-fitting steps (ADMM: Adam steps of the network in total)", kind="int", minimum=1),
+    Option("lr", "learning rate of the data fit", kind="float", minimum=0, above=True),
+    Option("schedule", "learning-rate schedule of both stages", choices=SCHEDULES),
+    Option("step_size", "schedule step: steps between decays (0: a quarter of the steps)", kind="int", minimum=0),
+    Option("gamma", "schedule step: factor per decay", kind="float", minimum=0, above=True),
+    Option("loss", "data loss: l2, l1, fls (CT, ramp-filtered) or rel_l2 (MR k-space)", choices=LOSSES),
+    Option("rel_l2_eps", "rel_l2: ε relative to the largest k-space sample", kind="float", minimum=0, above=True),
+    Option("fls_window", "fls: ramp filter window", choices=("ramp", "hann")),
+    Option("fls_handover", "fls: blend to plain L2 over this fraction of the fitting steps (0: FLS throughout)",
+           kind="float", minimum=0, maximum=1),
+    Option("optimizer", "adam, or admm (CGLS on the physics, Adam on the image fit)", choices=("adam", "admm")),
+    Option("admm", "ADMM settings: adam_steps, cgls_steps, rho (see ADMM)", kind="mapping"),
+    Option("coarse_to_fine", "hash grid: bring resolution levels in over this fraction of the fitting steps (0: all "
+           "from the start)", kind="float", minimum=0, maximum=1),
+    Option("coarse_to_fine_prior", "NeRP: freeze the embedded fine levels until their turn, mask them out, or off "
+           "(every level trains from the start, for a registered prior)", choices=("freeze", "mask", "off")),
+    Option("tv_weight", "TV on the normalised image, quoted for a grid 128 voxels wide and one coil (0: off)",
+           kind="float", minimum=0),
+    Option("subsets", "CT ordered subsets of views, one per step (1: all views)", kind="int", minimum=1),
+    Option("points_per_chunk", "evaluate the field in chunks of this many points with gradient checkpointing (0: all "
+           "at once); lowers GPU memory for 3D", kind="int", minimum=0),
+    Option("seed", "torch seed for anything random outside the field (subset order)", kind="int"),
+)
+
+# The "admm" mapping of the INR options.
+ADMM = (
+    Option("adam_steps", "Adam steps of the network per outer iteration", kind="int", minimum=1),
+    Option("cgls_steps", "CGLS steps of the physics sub-problem per outer iteration", kind="int", minimum=0),
+    Option("rho", "penalty of the split z = raster(f), relative to ‖A‖²", kind="float", minimum=0, above=True),
+)
