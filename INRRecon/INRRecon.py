@@ -57,7 +57,8 @@ FIELD_METHODS = tuple(n for n, spec in METHOD_SPECS.items() if spec.field)  # ou
 PRESETS = tuple(_preset_names())
 LOSSES = ("preset",) + _options.LOSSES
 PRIOR_ALIGNMENTS = ("preset",) + _options.PRIOR_REGISTRATIONS
-PRIOR_MISMATCH = ("preset", "error", "warn")  # a prior that does not look like the data: stop, or go on and warn
+# A prior that does not look like the data: stop, or go on and warn.
+PRIOR_MISMATCH = ("preset",) + next(o.choices for o in _options.INR if o.key == "prior_mismatch")
 # Settings that are config keys of some methods: enabled only for a method that has the key.
 SETTING_KEYS = {
     "preset": "preset", "embedIterations": "embed_iterations", "embedLearningRate": "embed_lr",
@@ -349,6 +350,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget = self._settingWidgets.get(name)
             if widget is not None:
                 widget.enabled = key in keys
+        self.ui.iterationsSpinBox.enabled = spec is None or spec.iterative
 
     def _matchPresetToMeasurement(self, path: str) -> None:
         """A new measurement switches between the fast presets (hash-cone for 3D cone beam,

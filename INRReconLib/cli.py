@@ -118,7 +118,7 @@ def main(argv=None) -> int:
 def describe_methods(name=None) -> str:
     """The registry as text: every method (name, modalities, what it reads and returns, summary),
     or one method's config keys per modality with their defaults and docs."""
-    from .methods.registry import METHODS, get_method
+    from .methods.registry import METHODS
 
     if name is None:
         lines = [f"{'method':9s} {'modalities':10s} {'reads':26s} {'returns':14s} summary"]
@@ -127,7 +127,8 @@ def describe_methods(name=None) -> str:
                          f"{', '.join(spec.returns):14s} {spec.summary}")
         lines.append("inrrecon methods NAME: its config keys (--config), defaults and docs")
         return "\n".join(lines)
-    get_method(name, next(iter(METHODS[name].modalities)) if name in METHODS else "CT")  # names the fix
+    if name not in METHODS:
+        raise InputError("method", f"unknown method {name!r}.", f"Choose one of: {', '.join(METHODS)}.")
     spec = METHODS[name]
     lines = [f"{spec.name}: {spec.summary}"]
     for modality, options in spec.options.items():

@@ -28,6 +28,7 @@ class _ChunkedHead(torch.autograd.Function):
             return torch.cat([head(part) for part in x.split(chunk)])
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # no graph of the backward: a second derivative fails loudly
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]

@@ -19,19 +19,22 @@ from ..numerics import finite_diff, krylov
 from ..physics.ct_filters import (WINDOWS, angular_weights, cone_frame, fdk_cosine_weights, parker_weights,
                                   ramp_filter, view_angles)
 from ..physics.ct_projector import CTProjector
-from .registry import method_config
+from . import options
 from .result import ReconResult
 
-# Config keys and defaults of each method: options.py (FBP, SIRT, CGLS, TV_CT), via the registry.
+# Config keys and defaults of each method: options.py (FBP, SIRT, CGLS, TV_CT).
 
 # Full-scan detection for fan/cone: an arc within this many view steps of 360° counts as full.
 _FULL_SCAN_TOLERANCE = 1.5
 
 
+_OPTIONS = {"fbp": options.FBP, "sirt": options.SIRT, "cgls": options.CGLS, "tv": options.TV_CT}
+
+
 def _setup(measurement, config, method, device):
     if measurement.modality != "CT":
         raise InputError("modality", f"classical CT methods need CT data, got {measurement.modality}.")
-    cfg = method_config(method, "CT", config)
+    cfg = options.check_config(dict(config or {}), _OPTIONS[method], method)
     op = CTProjector(measurement.geometry, measurement.grid, device=device, backend=cfg["projector"])
     cfg["projector"] = op.backend  # the one used, as the result's config records it
     y = torch.as_tensor(np.asarray(measurement.data, dtype=np.float32), device=op.device)
@@ -176,8 +179,6 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
     cfg, op, y = _setup(measurement, config, "tv", device)
     n = _n_iterations(iterations, cfg)
     lam = float(cfg["lambda"])
-    if not lam >= 0:
-        raise InputError("config lambda", f"must be a non-negative number, got {cfg['lambda']}.")
     dims = 2 if measurement.grid.is_2d else 3
     weights = _grad_weights(measurement.grid, dims)
     axes = list(range(-dims, 0))

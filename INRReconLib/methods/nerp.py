@@ -70,8 +70,8 @@ def _check_prior_matches(correlation: float, cfg: dict, extra: dict) -> None:
 
 
 def _align(run: InrRun, prior, prior_t: torch.Tensor):
-    """(0) The prior registered to the data, as a tensor; None when cancelled (the reference TV
-    image is then in run.extra["reference"])."""
+    """(0) (the prior registered to the data, as a tensor, None); or (None, the reference TV
+    image) when a stop was requested while registering."""
     cfg = run.cfg
     if cfg["prior_registration"] == "none":
         log.info("prior_registration none: the prior is embedded as given, unaligned and unchecked "

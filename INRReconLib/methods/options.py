@@ -13,11 +13,12 @@ exactly these keys (a test checks it).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import InputError
-from ..physics.backends import NUFFTS, PROJECTORS
+from ..physics.backends import NUFFTS, PROJECTORS, RAMP_WINDOWS
 
 LOSSES = ("l2", "l1", "fls", "rel_l2")
 SCHEDULES = ("cosine", "step", "constant")
@@ -28,7 +29,8 @@ PRIOR_REGISTRATIONS = ("none", "rigid", "deformable", "auto")
 class Option:
     """One config key. `kind`: "int", "float", "bool", "str", "mapping" or "any"; numbers are
     checked against [minimum, maximum] (`above`: strictly greater than minimum); strings
-    against `choices` when given; None passes where `nullable`."""
+    against `choices` when given; None passes where `nullable`. `needs`: what the method must
+    read for the key to mean something ("prior": only for a method with a prior)."""
 
     key: str
     doc: str
@@ -39,6 +41,7 @@ class Option:
     maximum: Optional[float] = None
     above: bool = False
     nullable: bool = False
+    needs: str = ""
 
     def problem(self, value) -> Optional[str]:
         """What is wrong with `value` for this key, or None."""
@@ -53,7 +56,8 @@ class Option:
                 return f"must be one of {', '.join(repr(c) for c in self.choices)}; got {value!r}."
             return None if isinstance(value, str) else f"must be a string, got {value!r}."
         if self.kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            # numbers.Real: NumPy scalars too, as scripts compute settings with NumPy
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 return f"must be a number, got {value!r}."
             if self.kind == "int" and value != int(value):
                 return f"must be an integer, got {value!r}."
@@ -63,28 +67,48 @@ class Option:
                 return f"must be {self._range()}, got {value!r}."
         return None
 
+    def requirement(self) -> str:
+        """What a valid value is, for the fix of an error message."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "mapping":
+            return "a mapping"
+        if self.kind in ("int", "float"):
+            what = "an integer" if self.kind == "int" else "a number"
+            bounds = self._range()
+            return f"{what} {bounds}" if bounds else what
+        return "a string" if self.kind == "str" else "a value"
+
     def _range(self) -> str:
         low = None if self.minimum is None else f"{'>' if self.above else '>='} {self.minimum:g}"
         if self.maximum is None:
-            return low
+            return low or ""
         if low is None:
             return f"<= {self.maximum:g}"
         return f"in [{self.minimum:g}, {self.maximum:g}]" if not self.above else f"{low} and <= {self.maximum:g}"
 
 
-def check_config(config: dict, options, method: str, *, defaults: bool = True) -> dict:
+def check_config(config: dict, options, method: str, *, defaults: bool = True, prefix: str = "") -> dict:
     """`config` checked against `options` (a tuple of Option): a new dict with the defaults filled
-    in (defaults=False: the given keys only). Raises InputError naming the first bad key."""
+    in (defaults=False: the given keys only). Raises InputError naming the first bad key, as
+    "config <prefix><key>"; prefix names a nested mapping ("admm.")."""
     known = {o.key: o for o in options}
     for key in config:
         if key not in known:
-            raise InputError("config", f"{method} has no option {key!r}.", f"Its options: {', '.join(known)}.")
+            raise InputError(f"config {prefix}{key}".rstrip(), f"{method} has no option {key!r}.",
+                             f"Use one of its options: {', '.join(known)} (inrrecon methods lists them with their docs).")
     out = {o.key: o.default for o in options} if defaults else {}
     out.update(config)
     for key, value in out.items():
-        wrong = known[key].problem(value)
+        option = known[key]
+        wrong = option.problem(value)
         if wrong is not None:
-            raise InputError(f"config {key}", wrong, f"{key}: {known[key].doc}")
+            raise InputError(f"config {prefix}{key}", wrong,
+                             f"Set {prefix}{key} to {option.requirement()} ({key}: {option.doc}).")
+        if option.kind in ("int", "float") and value is not None:
+            out[key] = int(value) if option.kind == "int" else float(value)  # NumPy scalars -> JSON-able
     return out
 
 
@@ -99,7 +123,7 @@ NUFFT = Option("nufft", "non-Cartesian MR: auto (the faster backend on this devi
                "finufft; the result's config names the one that ran", "auto", choices=NUFFTS)
 
 # ---- classical CT --------------------------------------------------------------------------
-FBP = (Option("filter", "ramp filter window: ramp (sharpest) or hann (less noise)", "ramp", choices=("ramp", "hann")),
+FBP = (Option("filter", "ramp filter window: ramp (sharpest) or hann (less noise)", "ramp", choices=RAMP_WINDOWS),
        PROJECTOR)
 SIRT = (Option("iterations", "SIRT iterations from zero", 200, "int", minimum=1),
         Option("nonneg", "clip negative attenuation every iteration", True, "bool"), PROJECTOR)
@@ -143,19 +167,19 @@ INR = (
            "style (fields/factory.py)", kind="mapping"),
     PROJECTOR, NUFFT,
     Option("prior_registration", "NeRP: align the prior with a TV image of the data before embedding it; auto keeps "
-           "the rigid or the deformable alignment, whichever the data fit better", choices=PRIOR_REGISTRATIONS),
+           "the rigid or the deformable alignment, whichever the data fit better", choices=PRIOR_REGISTRATIONS, needs="prior"),
     Option("registration_reference_iterations", "TV iterations for the registration's reference image", kind="int",
-           minimum=1),
+           minimum=1, needs="prior"),
     Option("prior_slice_search_mm", "NeRP, 2D data, a prior volume: pick the prior's slice within this distance of "
-           "the plane that matches the data best (0: off)", kind="float", minimum=0),
+           "the plane that matches the data best (0: off)", kind="float", minimum=0, needs="prior"),
     Option("prior_min_correlation", "NeRP: the rigidly aligned prior must correlate at least this much with the TV "
            "reference (own earlier scan 0.93-0.98, another patient 0.47; -1: no check)", kind="float", minimum=-1,
-           maximum=1),
+           maximum=1, needs="prior"),
     Option("prior_mismatch", "below prior_min_correlation: error (stop, naming the mismatch) or warn (go on)",
-           choices=("error", "warn")),
+           choices=("error", "warn"), needs="prior"),
     Option("embed_iterations", "NeRP: Adam steps fitting the field to the prior (0: no embedding)", kind="int",
-           minimum=0),
-    Option("embed_lr", "learning rate of the prior embedding", kind="float", minimum=0, above=True),
+           minimum=0, needs="prior"),
+    Option("embed_lr", "learning rate of the prior embedding", kind="float", minimum=0, above=True, needs="prior"),
     Option("iterations", "data-fitting steps (ADMM: Adam steps of the network in total)", kind="int", minimum=1),
     Option("lr", "learning rate of the data fit", kind="float", minimum=0, above=True),
     Option("schedule", "learning-rate schedule of both stages", choices=SCHEDULES),
@@ -163,7 +187,7 @@ INR = (
     Option("gamma", "schedule step: factor per decay", kind="float", minimum=0, above=True),
     Option("loss", "data loss: l2, l1, fls (CT, ramp-filtered) or rel_l2 (MR k-space)", choices=LOSSES),
     Option("rel_l2_eps", "rel_l2: ε relative to the largest k-space sample", kind="float", minimum=0, above=True),
-    Option("fls_window", "fls: ramp filter window", choices=("ramp", "hann")),
+    Option("fls_window", "fls: ramp filter window", choices=RAMP_WINDOWS),
     Option("fls_handover", "fls: blend to plain L2 over this fraction of the fitting steps (0: FLS throughout)",
            kind="float", minimum=0, maximum=1),
     Option("optimizer", "adam, or admm (CGLS on the physics, Adam on the image fit)", choices=("adam", "admm")),
@@ -171,7 +195,7 @@ INR = (
     Option("coarse_to_fine", "hash grid: bring resolution levels in over this fraction of the fitting steps (0: all "
            "from the start)", kind="float", minimum=0, maximum=1),
     Option("coarse_to_fine_prior", "NeRP: freeze the embedded fine levels until their turn, mask them out, or off "
-           "(every level trains from the start, for a registered prior)", choices=("freeze", "mask", "off")),
+           "(every level trains from the start, for a registered prior)", choices=("freeze", "mask", "off"), needs="prior"),
     Option("tv_weight", "TV on the normalised image, quoted for a grid 128 voxels wide and one coil (0: off)",
            kind="float", minimum=0),
     Option("subsets", "CT ordered subsets of views, one per step (1: all views)", kind="int", minimum=1),

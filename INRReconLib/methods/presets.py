@@ -55,16 +55,15 @@ def _preset(name: str) -> dict:
     return cfg
 
 
-def _merge(base: dict, override: dict) -> dict:
+def _merge(base: dict, override: dict, method: str) -> dict:
     """`base` updated with `override`, whose keys and values are checked (options.py)."""
-    options.check_config(override, options.INR, "an INR method", defaults=False)
+    override = options.check_config(override, options.INR, method, defaults=False)
     out = copy.deepcopy(base)
     for key, value in override.items():
         if key == "field":
             out[key] = _merge_field(out[key], value)
         elif key == "admm":
-            options.check_config(value, options.ADMM, "admm", defaults=False)
-            out[key].update(copy.deepcopy(value))
+            out[key].update(options.check_config(value, options.ADMM, "admm", defaults=False, prefix="admm."))
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -105,13 +104,14 @@ def measurement_context(modality: str, geometry_type: str, grid) -> dict:
     return {"modality": modality, "cone_3d": modality == "CT" and geometry_type == "cone" and not grid.is_2d}
 
 
-def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", cone_3d: bool = False) -> dict:
+def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", cone_3d: bool = False,
+                method: str = "an INR method") -> dict:
     """The full config for a run.
 
     spec: a preset name ("nerp-ct"), a path to a JSON/YAML file, a dict, or None. A dict or file may
     name its base in "preset" (default: default_preset(modality, cone_3d); measurement_context
     gives both for a measurement) and overrides any of its keys. `overrides` (dict) is applied
-    last. Unknown keys raise InputError naming the key."""
+    last. Unknown keys and bad values raise InputError naming the key (and `method`)."""
     if spec is None:
         spec = {}
     if isinstance(spec, (str, os.PathLike)):
@@ -129,9 +129,9 @@ def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", 
     name = spec.pop("preset", None) or default_preset(modality, cone_3d)
     if not isinstance(name, str):
         raise InputError("preset", f"must be a preset name, got {name!r}.")
-    config = _merge(_preset(name), spec)
+    config = _merge(_preset(name), spec, method)
     if overrides:
-        config = _merge(config, dict(overrides))
+        config = _merge(config, dict(overrides), method)
     return config
 
 

@@ -35,9 +35,11 @@ class MethodSpec:
     inside INRReconLib.methods. reads: what it takes besides the measurement ("prior": needs a
     prior image; "frames": reads dynamic, multi-frame data). returns: "image" (voxels of the
     measurement grid), "field" (also a continuous field, ReconResult.field, that renders on a finer
-    grid) or "time series". options: modality -> its config keys (options.Option). preset_rule:
-    (modality, cone_3d) -> the preset its config starts from, for the methods configured by
-    presets (their options' defaults are that preset's values)."""
+    grid) or "time series". options: modality -> its config keys (options.Option); a key that
+    `needs` what the method does not read (a prior) is accepted and ignored, so that one preset
+    serves inr and nerp. iterative: it takes an iteration count. preset_rule: (modality,
+    cone_3d) -> the preset its config starts from, for the methods configured by presets (their
+    options' defaults are that preset's values)."""
 
     name: str
     targets: dict
@@ -45,6 +47,7 @@ class MethodSpec:
     options: dict
     reads: tuple = ("measurement",)
     returns: tuple = ("image",)
+    iterative: bool = True
     preset_rule: Optional[Callable] = None
 
     @property
@@ -60,8 +63,10 @@ class MethodSpec:
         return "field" in self.returns
 
     def option_keys(self) -> list:
-        """Every config key of the method, over all its modalities, in declaration order."""
-        return list(dict.fromkeys(o.key for opts in self.options.values() for o in opts))
+        """The config keys that mean something for the method, over all its modalities, in
+        declaration order (not those that need what it does not read)."""
+        return list(dict.fromkeys(o.key for opts in self.options.values() for o in opts
+                                  if not o.needs or o.needs in self.reads))
 
     def defaults(self, modality: str, cone_3d: bool = False) -> dict:
         """The config the method runs with when the user sets nothing."""
@@ -83,24 +88,18 @@ METHODS = {
         _inr("nerp", "NeRP: embed the prior in the INR, then fit the data", reads=("measurement", "prior")),
         _inr("inr", "INR without prior (random init)"),
         MethodSpec("fbp", {"CT": "classical_ct:fbp"}, "FBP (parallel/fan) or FDK (cone), ramp or Hann filter",
-                   {"CT": opt.FBP}),
+                   {"CT": opt.FBP}, iterative=False),
         MethodSpec("sirt", {"CT": "classical_ct:sirt"}, "SIRT, non-negative", {"CT": opt.SIRT}),
         MethodSpec("cgls", {"CT": "classical_ct:cgls"}, "CGLS on the least-squares problem", {"CT": opt.CGLS}),
         MethodSpec("tv", {"CT": "classical_ct:tv", "MR": "classical_mr:tv"}, "total variation, Chambolle-Pock PDHG",
                    {"CT": opt.TV_CT, "MR": opt.TV_MR}, reads=("measurement", "frames")),
         MethodSpec("adjoint", {"MR": "classical_mr:adjoint"},
                    "density-compensated adjoint NUFFT / zero-filled IFFT, coil-combined", {"MR": opt.ADJOINT},
-                   reads=("measurement", "frames")),
+                   reads=("measurement", "frames"), iterative=False),
         MethodSpec("cgsense", {"MR": "classical_mr:cgsense"}, "CG-SENSE", {"MR": opt.CGSENSE},
                    reads=("measurement", "frames")),
     ]
 }
-
-
-def method_config(name: str, modality: str, config: dict | None) -> dict:
-    """The config a method without presets runs with: its defaults updated with `config`, checked."""
-    spec = METHODS[name]
-    return opt.check_config(dict(config or {}), spec.options[modality], name)
 
 
 def method_names(modality: str | None = None) -> list[str]:

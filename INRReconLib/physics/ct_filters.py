@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .backends import RAMP_WINDOWS
 from .ct_geometry import CTGeometry
 
-WINDOWS = ("ramp", "hann")
+WINDOWS = RAMP_WINDOWS
 
 
 def ramp_kernel_spectrum(n_cols: int, col_spacing_mm: float, window: str = "ramp", dtype=torch.float32,

@@ -20,13 +20,6 @@ from ..io.readers import read_measurement
 from ..physics.grid import ImageGrid
 from .volumes import add_volume, ijk_to_ras_from_grid
 
-def describe_measurement(path) -> str:
-    """The `inrrecon info` summary of a measurement file (validates it while reading)."""
-    from ..io.measurement import describe_measurement as describe
-
-    return f"INRRecon measurement: {Path(path).name}\n" + describe(read_measurement(path))
-
-
 def sinogram_array(measurement) -> tuple[np.ndarray, np.ndarray]:
     """(array (n_views, n_rows, n_cols) float32, IJK->RAS) for viewing a CT sinogram.
 
@@ -72,7 +65,7 @@ def sampling_density(measurement) -> tuple[np.ndarray, np.ndarray]:
 def load_measurement_nodes(scene, path, name: str | None = None) -> list:
     """Add the nodes that show a measurement file; returns them (first = the main one).
 
-    The node's description holds `describe_measurement`; its attribute `INRRecon.measurement` holds the
+    The node's description holds io.measurement.describe_measurement; its attribute `INRRecon.measurement` holds the
     file path, so the module can preselect the file for a run.
     """
     from ..io.measurement import describe_measurement as describe

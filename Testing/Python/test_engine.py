@@ -52,6 +52,12 @@ def test_render_on_a_shifted_grid_uses_the_fitted_frame():
     rotated = ImageGrid(grid.size, grid.spacing, grid.origin, (0, 1, 0, 1, 0, 0, 0, 0, -1))
     with pytest.raises(InputError, match="direction"):
         render(model, rotated)
+    # a 2D field holds its own plane only, and a grid of its own dimension
+    above = ImageGrid(grid.size, grid.spacing, (grid.origin[0], grid.origin[1], grid.origin[2] + 50.0))
+    with pytest.raises(InputError, match="out of the plane"):
+        render(model, above)
+    with pytest.raises(InputError, match="3D"):
+        render(model, ImageGrid.centred((4, 16, 20), (1.5, 1.5, 1.5)))
 
 
 def test_render_at_times():
@@ -119,26 +125,45 @@ def test_chunked_checkpointed_fitting_gives_the_same_result(case):
 
 def test_cpu_head_chunks_give_the_same_gradients(monkeypatch):
     """On the CPU a large grid's network head runs in cached chunks with recomputation
-    (fields/chunked.py): values and gradients equal the plain evaluation."""
+    (fields/chunked.py): values and gradients equal the plain evaluation, also with a frozen
+    layer and inside gradient checkpointing (points_per_chunk)."""
     import INRReconLib.fields.factory as factory
+    from INRReconLib.methods.engine.render import evaluate
 
+    calls = []
+    chunked_head = factory.chunked_head
+    monkeypatch.setattr(factory, "chunked_head", lambda *a, **k: calls.append(1) or chunked_head(*a, **k))
     grid = ImageGrid.centred((8, 48, 48), (1.0, 1.0, 1.0))  # 18432 points > 2 chunks of 8192
     model = _model(grid)
     axes = model.frame.spatial_axes(grid)
     target = torch.rand(8 * 48 * 48, 1, generator=torch.Generator().manual_seed(0))
 
-    def grads():
-        model.zero_grad()
-        out = model.forward_grid(axes)
+    def grads(points_per_chunk=0):
+        model.zero_grad(set_to_none=True)
+        out = evaluate(model, axes, points_per_chunk, grad=True)
         ((out - target) ** 2).mean().backward()
-        return out.detach(), [p.grad.clone() for p in model.parameters()]
+        return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
     out_c, g_c = grads()
+    _, g_k = grads(17000)  # checkpointed chunks of 17000 points, each > 2 head chunks
+    first = next(model.field.network.parameters())
+    first.requires_grad_(False)
+    _, g_frozen = grads()
+    first.requires_grad_(True)
     monkeypatch.setattr(factory, "HEAD_CHUNK_ROWS", 10 ** 9)  # never chunk
     out_w, g_w = grads()
+    _, g_k_plain = grads(17000)
+    # the chunked head ran in the first three evaluations (twice in the checkpointed one: its
+    # backward recomputes the forward), not in the plain ones
+    assert len(calls) == 4
     torch.testing.assert_close(out_c, out_w, rtol=1e-5, atol=1e-6)
-    for a, b in zip(g_c, g_w):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert set(g_c) == set(g_k) == set(g_w) and len(g_frozen) == len(g_w) - 1
+    for name, plain in g_w.items():
+        atol = 1e-7 * float(plain.abs().max())  # float32 sums in another order
+        torch.testing.assert_close(g_c[name], plain, rtol=1e-4, atol=atol)
+        torch.testing.assert_close(g_k[name], g_k_plain[name], rtol=1e-4, atol=atol)
+        if name in g_frozen:
+            torch.testing.assert_close(g_frozen[name], plain, rtol=1e-4, atol=atol)
 
 
 def test_l1_loss_fits_ct(case):

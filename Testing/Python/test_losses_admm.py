@@ -170,3 +170,41 @@ def test_fls_handover_blends_to_l2():
     assert float(problem.loss(image, cfg, l2_share=0.25)) == pytest.approx(0.75 * fls + 0.25 * l2, rel=1e-6)
     with pytest.raises(InputError, match="fls_handover"):
         reconstruct(m, "inr", config={"loss": "fls", "fls_handover": 1.5}, iterations=2)
+
+
+def test_every_preset_holds_exactly_the_inr_options():
+    from INRReconLib.methods import options
+
+    keys = {o.key for o in options.INR}
+    for name in preset_names():
+        cfg = load_config(name)
+        assert set(cfg) == keys, (name, set(cfg) ^ keys)
+        options.check_config(cfg, options.INR, name, defaults=False)
+        assert set(cfg["admm"]) == {o.key for o in options.ADMM}
+
+
+def test_one_validator_one_message_format():
+    """Every method's config goes through options.check_config: the field is "config <key>", the
+    fix says what to set; NumPy numbers are accepted and stored as plain numbers."""
+    import numpy as np
+
+    from INRReconLib.methods import options
+
+    cfg = options.check_config({"iterations": np.int64(7), "lambda": np.float32(0.01)}, options.TV_CT, "tv")
+    assert cfg == {"iterations": 7, "lambda": pytest.approx(0.01), "nonneg": True, "projector": "auto"}
+    assert type(cfg["iterations"]) is int and type(cfg["lambda"]) is float
+    cases = [({"iterations": 0}, "config iterations", "an integer >= 1"),
+             ({"iterations": 2.5}, "config iterations", "an integer"),
+             ({"lambda": -1.0}, "config lambda", "a number >= 0"),
+             ({"nonneg": "yes"}, "config nonneg", "true or false"),
+             ({"projector": "gpu"}, "config projector", "one of 'auto', 'torch', 'astra'"),
+             ({"lamda": 1}, "config lamda", "lambda")]
+    for bad, field, fix in cases:
+        with pytest.raises(InputError) as info:
+            options.check_config(bad, options.TV_CT, "tv")
+        assert info.value.field == field and fix in str(info.value).split("Fix:")[1], (bad, str(info.value))
+    with pytest.raises(InputError) as info:
+        load_config({"preset": "hash-ct", "admm": {"rho": 0}}, method="nerp")
+    assert info.value.field == "config admm.rho"
+    with pytest.raises(InputError, match="nerp has no option 'lerning_rate'"):
+        load_config({"lerning_rate": 1e-3}, method="nerp")

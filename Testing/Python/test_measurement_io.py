@@ -297,7 +297,7 @@ def test_read_measurement_dispatches_by_content(tmp_path, monkeypatch):
     assert "HDF5" in str(info.value)
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5")
-    with pytest.raises(InputError, match="HDF5"):  # the .h5 reader says what is wrong with it
+    with pytest.raises(InputError, match="not a readable HDF5"):  # the .h5 reader says what is wrong with it
         read_measurement(garbage)
 
     seen = []

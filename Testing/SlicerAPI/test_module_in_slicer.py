@@ -124,12 +124,15 @@ def test_only_the_methods_own_settings_are_enabled(widget):
     """The registry says which config keys a method has: FBP has no network or learning rate, NeRP
     has both; the settings follow the method as it changes."""
     p = widget._parameterNode
-    inr_only = ("networkWidthSpinBox", "learningRateSpinBox", "priorRegistrationComboBox", "useADMMCheckBox")
+    inr = ("networkWidthSpinBox", "learningRateSpinBox", "useADMMCheckBox")
+    prior = ("priorRegistrationComboBox", "embedIterationsSpinBox")
     p.method = "fbp"
-    assert not any(getattr(widget.ui, name).enabled for name in inr_only)
-    assert widget.ui.iterationsSpinBox.enabled  # every method takes an iteration count
+    assert not any(getattr(widget.ui, name).enabled for name in inr + prior)
+    assert not widget.ui.iterationsSpinBox.enabled  # FBP is not iterative
+    p.method = "inr"  # the INR without prior has no prior settings
+    assert all(getattr(widget.ui, name).enabled for name in inr) and not any(getattr(widget.ui, n).enabled for n in prior)
     p.method = "nerp"
-    assert all(getattr(widget.ui, name).enabled for name in inr_only)
+    assert all(getattr(widget.ui, name).enabled for name in inr + prior) and widget.ui.iterationsSpinBox.enabled
 
 
 def test_typing_in_the_series_box_keeps_the_order(widget):

@@ -51,16 +51,22 @@ class CoordinateFrame:
         """Normalised coordinates of the voxel centres of `grid` along x, y (, z): 1D tensors whose
         product is the grid (fields.lattice_points). `upsample` u samples u times finer in every
         axis (in-plane only for 2D), over the same extent. `grid` may differ from the fitted one in
-        size, spacing and origin, not in direction."""
+        size, spacing and origin (in plane, for a 2D field), not in direction or dimension."""
         u = int(upsample)
         if u < 1:
             raise InputError("upsample", f"must be a positive integer, got {upsample}.")
         if not np.allclose(grid.direction, self.direction, atol=1e-6):
             raise InputError("grid direction", "differs from the grid the field was fitted on.",
                              "Render on a grid with the same orientation (resample the result afterwards).")
+        if grid.is_2d != (self.spatial_dims == 2):
+            raise InputError("grid", f"is {'2D' if grid.is_2d else '3D'}, the field was fitted on a "
+                             f"{self.spatial_dims}D grid.", "Render it on a grid of the same dimension.")
         # The grid's centre in the fitted frame, per index axis (mm).
         d = np.asarray(self.direction, dtype=float).reshape(3, 3)
         offset = d.T @ (np.asarray(_centre(grid)) - np.asarray(self.centre_mm))
+        if self.spatial_dims == 2 and abs(offset[2]) > 1e-3:
+            raise InputError("grid", f"lies {offset[2]:.3g} mm out of the plane the 2D field was fitted in.",
+                             "Render a 2D field in its own plane (same z position).")
         axes = []
         for axis, (n, s) in enumerate(zip(grid.size, grid.spacing)):
             if axis == self.spatial_dims:

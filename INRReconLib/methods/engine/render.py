@@ -46,7 +46,8 @@ def render(model, grid, upsample: int = 1, chunk: int = 262144, times_s=None) ->
 
     CT: float32 [nz', ny', nx'] μ (1/mm); MR: complex64 [1, nz', ny', nx']. With `times_s` (a
     spatiotemporal model): one frame per time, [n_times, nz', ny', nx'] (CT) or complex
-    [n_times, nz', ny', nx'] (MR). `grid` may be any grid with the fitted grid's orientation."""
+    [n_times, nz', ny', nx'] (MR). `grid` may be any grid with the fitted grid's orientation and
+    dimension (a 2D field: in its own plane); coords.CoordinateFrame.spatial_axes says so otherwise."""
     device = next(model.parameters()).device
     u = int(upsample)
     axes = model.frame.spatial_axes(grid, u, device)
@@ -57,11 +58,9 @@ def render(model, grid, upsample: int = 1, chunk: int = 262144, times_s=None) ->
         axes = axes + [model.frame.time_axis(times_s, device)]
         shape = (len(axes[-1]),) + shape
     values = evaluate(model, axes, chunk, grad=False)
-    if model.complex_output:
-        image = torch.complex(values[:, 0], values[:, 1]).reshape(*shape)
-        if times_s is None:
-            image = image.reshape(1, *shape)
+    if times_s is not None and model.complex_output:
+        image = torch.complex(values[:, 0], values[:, 1]).reshape(*shape)  # the frames are the leading axis
     else:
-        image = values[:, 0].reshape(*shape)
+        image = to_image(values, shape, model.complex_output)
     image = (image * model.intensity_scale).cpu().numpy()
     return image.astype(np.complex64 if np.iscomplexobj(image) else np.float32)

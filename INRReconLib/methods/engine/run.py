@@ -36,12 +36,13 @@ OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evalu
 def inr_config(method: str, measurement, config, iterations) -> dict:
     """The full config of an INR method on this measurement: its default preset (or the one the
     config names) updated with the user's keys, checked (options.INR), the field made explicit."""
-    cfg = load_config(dict(config or {}), **measurement_context(measurement.modality, measurement.geometry.type,
-                                                                measurement.grid))
+    cfg = load_config(dict(config or {}), method=method,
+                      **measurement_context(measurement.modality, measurement.geometry.type, measurement.grid))
     if iterations is not None:
         cfg["iterations"] = int(iterations)
-    options.check_config(cfg, options.INR, method, defaults=False)
-    options.check_config(cfg["admm"], options.ADMM, "admm", defaults=False)
+    # The preset's own values too (a preset file edited by hand).
+    cfg = options.check_config(cfg, options.INR, method, defaults=False)
+    cfg["admm"] = options.check_config(cfg["admm"], options.ADMM, "admm", defaults=False, prefix="admm.")
     if measurement.modality == "CT" and cfg["loss"] == "rel_l2":
         raise InputError("config loss", "'rel_l2' is meant for MR k-space.", "Use 'l2', 'l1' or 'fls' for CT.")
     if measurement.modality == "MR" and cfg["loss"] == "fls":
@@ -52,7 +53,8 @@ def inr_config(method: str, measurement, config, iterations) -> dict:
 
 class InrRun:
     """One run of an INR method. Keeps the config (the result records it whole), the start time,
-    the problem, the numbers for the result's `extra` and the aligned prior (NeRP)."""
+    the problem, the numbers for the result's `extra` and the aligned prior (NeRP). frames: the
+    method reads multi-frame MR data (the dynamic methods); otherwise one frame is required."""
 
     def __init__(self, method: str, measurement, config, iterations, device, monitor, *, frames: bool = False):
         self.measurement = measurement
@@ -62,6 +64,7 @@ class InrRun:
         self.cfg = inr_config(method, measurement, config, iterations)
         self.start = time.perf_counter()
         self.problem = None
+        self.axes = None  # the fitting grid's coordinates, set with the model
         self.extra: dict = {}
         self.aligned_prior = None
 
@@ -98,8 +101,8 @@ class InrRun:
 
     def embed(self, model, image: torch.Tensor) -> bool:
         """Fit the model to `image` (physics units, the grid's shape). Returns True if cancelled."""
-        steps, cancelled = embed_image(model, self.axes, self.problem, image / model.intensity_scale, self.cfg,
-                                       self.monitor)
+        _, cancelled = embed_image(model, self.axes, self.problem, image / model.intensity_scale, self.cfg,
+                                   self.monitor)
         self.extra["embed_seconds"] = self.elapsed()
         return cancelled
 
