@@ -278,6 +278,8 @@ CASE_GROUPS = {
                  for n in (False, True)],
     "ct2d-v20-parallel": [("ct2d", dict(geometry="parallel", views=20, noisy=n, **_PV)) for n in (False, True)],
     "ct2d-v20-fan": [("ct2d", dict(geometry="fan", views=20, noisy=n, **_PV)) for n in (False, True)],
+    "ct2d-v60": [("ct2d", dict(geometry=g, views=60, noisy=n, **_PV)) for g in ("parallel", "fan")
+                 for n in (False, True)],
     # Stress case, no target: the prior as one real slice 4 mm away (other anatomy, not only a
     # changed lesion), the standard case until 2026-12.
     "ct2d-v20-priorslice": [("ct2d", dict(geometry=g, views=20, noisy=n)) for g in ("parallel", "fan")
@@ -287,8 +289,10 @@ CASE_GROUPS = {
     "ct2d-v20-prior0mm": [("ct2d", dict(geometry=g, views=20, noisy=False, prior_offset_slices=0))
                           for g in ("parallel", "fan")],
     "ct3d": [("ct3d", dict(views=20, noisy=False))],
+    "ct3d-noisy": [("ct3d", dict(views=20, noisy=True))],
     "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
     "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],
+    "mr2d-s30-s50": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 50) for c in (1, 8)],
 }
 BUILDERS = {"ct2d": ct2d_case, "ct3d": ct3d_case, "mr2d": mr2d_case}
 
