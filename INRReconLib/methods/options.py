@@ -98,7 +98,8 @@ def check_config(config: dict, options, method: str, *, defaults: bool = True, p
     for key in config:
         if key not in known:
             raise InputError(f"config {prefix}{key}".rstrip(), f"{method} has no option {key!r}.",
-                             f"Use one of its options: {', '.join(known)} (inrrecon methods lists them with their docs).")
+                             f"Use one of its options: {', '.join(known)} "
+                             "(inrrecon methods lists them with their docs).")
     out = {o.key: o.default for o in options} if defaults else {}
     out.update(config)
     for key, value in out.items():
@@ -144,7 +145,8 @@ ADJOINT = (Option("density_compensation", "non-Cartesian: weight k-space by the 
            NUFFT)
 CGSENSE = (Option("lambda", "Tikhonov weight relative to the largest eigenvalue of AᴴWA (0: none, the iteration "
                   "count regularises)", 0.0, "float", minimum=0),
-           Option("dcf_weighting", "non-Cartesian: solve the density-weighted problem (faster, noisier)", False, "bool"),
+           Option("dcf_weighting", "non-Cartesian: solve the density-weighted problem (faster, noisier)", False,
+                  "bool"),
            Option("tolerance", "stop when the normal-equation residual falls below this, relative", 1e-6, "float",
                   minimum=0),
            Option("toeplitz", "non-Cartesian: apply AᴴA through its Toeplitz embedding (faster)", True, "bool"),
@@ -153,7 +155,8 @@ TV_MR = (Option("lambda", "TV weight relative to ‖AᴴA‖ and the image scale
                 "float", minimum=0),
          Option("temporal_weight", "dynamic data: weight of the temporal TV (null: 0 for one frame, 1 for several)",
                 None, "float", minimum=0, nullable=True),
-         Option("precondition", "non-Cartesian: diagonal k-space dual step from the density compensation", True, "bool"),
+         Option("precondition", "non-Cartesian: diagonal k-space dual step from the density compensation", True,
+                "bool"),
          Option("init", "start from the gridding image (adjoint) or from zero", "adjoint", choices=("adjoint", "zero")),
          Option("step", "primal step τ of PDHG (10 converged best in 200 iterations on the brain)", 10.0, "float",
                 minimum=0, above=True),
@@ -167,7 +170,8 @@ INR = (
            "style (fields/factory.py)", kind="mapping"),
     PROJECTOR, NUFFT,
     Option("prior_registration", "NeRP: align the prior with a TV image of the data before embedding it; auto keeps "
-           "the rigid or the deformable alignment, whichever the data fit better", choices=PRIOR_REGISTRATIONS, needs="prior"),
+           "the rigid or the deformable alignment, whichever the data fit better", choices=PRIOR_REGISTRATIONS,
+           needs="prior"),
     Option("registration_reference_iterations", "TV iterations for the registration's reference image", kind="int",
            minimum=1, needs="prior"),
     Option("prior_slice_search_mm", "NeRP, 2D data, a prior volume: pick the prior's slice within this distance of "
@@ -195,7 +199,8 @@ INR = (
     Option("coarse_to_fine", "hash grid: bring resolution levels in over this fraction of the fitting steps (0: all "
            "from the start)", kind="float", minimum=0, maximum=1),
     Option("coarse_to_fine_prior", "NeRP: freeze the embedded fine levels until their turn, mask them out, or off "
-           "(every level trains from the start, for a registered prior)", choices=("freeze", "mask", "off"), needs="prior"),
+           "(every level trains from the start, for a registered prior)", choices=("freeze", "mask", "off"),
+           needs="prior"),
     Option("tv_weight", "TV on the normalised image, quoted for a grid 128 voxels wide and one coil (0: off)",
            kind="float", minimum=0),
     Option("subsets", "CT ordered subsets of views, one per step (1: all views)", kind="int", minimum=1),

@@ -93,7 +93,8 @@ def test_ordered_subsets_visit_every_view_once_per_epoch(case, monkeypatch):
     assert sorted(np.concatenate(problem.subsets).tolist()) == list(range(m.geometry.n_views))
     seen = []
     loss = problem.loss
-    monkeypatch.setattr(problem, "loss", lambda img, c, subset=0, **kw: seen.append(subset) or loss(img, c, subset, **kw))
+    monkeypatch.setattr(problem, "loss",
+                        lambda img, c, subset=0, **kw: seen.append(subset) or loss(img, c, subset, **kw))
     model = _model(m.grid)
     fitting.fit_measurements(model, model.frame.spatial_axes(m.grid), problem, cfg, Monitor())
     assert len(seen) == 12

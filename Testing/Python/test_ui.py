@@ -97,8 +97,8 @@ def test_module_choices_equal_the_library():
     from INRReconLib.methods.presets import preset_names
     from INRReconLib.methods.registry import METHODS
 
-    done = subprocess.run([sys.executable, "-c", _CHOICES_SCRIPT, str(MODULE_FILE.parents[1] / "Testing" / "SlicerAPI")],
-                          capture_output=True, text=True, timeout=300)
+    harness = str(MODULE_FILE.parents[1] / "Testing" / "SlicerAPI")
+    done = subprocess.run([sys.executable, "-c", _CHOICES_SCRIPT, harness], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     choices = answer["choices"]

@@ -130,7 +130,8 @@ def test_only_the_methods_own_settings_are_enabled(widget):
     assert not any(getattr(widget.ui, name).enabled for name in inr + prior)
     assert not widget.ui.iterationsSpinBox.enabled  # FBP is not iterative
     p.method = "inr"  # the INR without prior has no prior settings
-    assert all(getattr(widget.ui, name).enabled for name in inr) and not any(getattr(widget.ui, n).enabled for n in prior)
+    assert all(getattr(widget.ui, name).enabled for name in inr)
+    assert not any(getattr(widget.ui, name).enabled for name in prior)
     p.method = "nerp"
     assert all(getattr(widget.ui, name).enabled for name in inr + prior) and widget.ui.iterationsSpinBox.enabled
 

@@ -46,7 +46,8 @@ def inr_config(method: str, measurement, config, iterations) -> dict:
     if measurement.modality == "CT" and cfg["loss"] == "rel_l2":
         raise InputError("config loss", "'rel_l2' is meant for MR k-space.", "Use 'l2', 'l1' or 'fls' for CT.")
     if measurement.modality == "MR" and cfg["loss"] == "fls":
-        raise InputError("config loss", "'fls' is a CT loss (ramp filter on sinograms).", "Use 'rel_l2' or 'l2' for MR.")
+        raise InputError("config loss", "'fls' is a CT loss (ramp filter on sinograms).",
+                         "Use 'rel_l2' or 'l2' for MR.")
     cfg["field"] = resolve_field_config(cfg["field"], measurement.grid.shape)
     return cfg
 
