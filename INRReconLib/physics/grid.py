@@ -60,6 +60,12 @@ class ImageGrid:
         """Physical extent (x, y, z) in mm, voxel edge to voxel edge."""
         return tuple(n * s for n, s in zip(self.size, self.spacing))
 
+    @property
+    def centre_mm(self) -> np.ndarray:
+        """LPS position (mm) of the grid's centre (the origin of the grid frame)."""
+        d = np.asarray(self.direction).reshape(3, 3)
+        return np.asarray(self.origin) + d @ ((np.asarray(self.size) - 1) / 2.0 * np.asarray(self.spacing))
+
     def voxel_centres(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Grid-frame coordinates (mm) of voxel centres along x, y, z (1D arrays)."""
         return tuple((np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(self.size, self.spacing))
@@ -75,8 +81,7 @@ class ImageGrid:
         size = np.asarray(self.size) * f
         spacing = np.asarray(self.spacing) / f
         d = np.asarray(self.direction).reshape(3, 3)
-        centre = np.asarray(self.origin) + d @ ((np.asarray(self.size) - 1) / 2.0 * np.asarray(self.spacing))
-        origin = centre - d @ ((size - 1) / 2.0 * spacing)
+        origin = self.centre_mm - d @ ((size - 1) / 2.0 * spacing)
         return ImageGrid(tuple(int(n) for n in size), tuple(spacing), tuple(origin), self.direction)
 
     def to_dict(self) -> dict:

@@ -39,7 +39,7 @@ class CoordinateFrame:
                 raise InputError("time span", f"must run forward in time, got [{t0}, {t1}] s.")
             time_span_s = (t0, t1)
         half = max(n * s for n, s in zip(grid.size, grid.spacing)) / 2.0
-        return cls(tuple(float(c) for c in _centre(grid)), tuple(grid.direction), half,
+        return cls(tuple(float(c) for c in grid.centre_mm), tuple(grid.direction), half,
                    2 if grid.is_2d else 3, time_span_s)
 
     @property
@@ -63,7 +63,7 @@ class CoordinateFrame:
                              f"{self.spatial_dims}D grid.", "Render it on a grid of the same dimension.")
         # The grid's centre in the fitted frame, per index axis (mm).
         d = np.asarray(self.direction, dtype=float).reshape(3, 3)
-        offset = d.T @ (np.asarray(_centre(grid)) - np.asarray(self.centre_mm))
+        offset = d.T @ (grid.centre_mm - np.asarray(self.centre_mm))
         if self.spatial_dims == 2 and abs(offset[2]) > 1e-3:
             raise InputError("grid", f"lies {offset[2]:.3g} mm out of the plane the 2D field was fitted in.",
                              "Render a 2D field in its own plane (same z position).")
@@ -84,8 +84,3 @@ class CoordinateFrame:
         t0, t1 = self.time_span_s
         t = torch.as_tensor(np.asarray(times_s, dtype=np.float64).reshape(-1))
         return (2.0 * (t - t0) / (t1 - t0) - 1.0).float().to(device)
-
-
-def _centre(grid) -> np.ndarray:
-    d = np.asarray(grid.direction, dtype=float).reshape(3, 3)
-    return np.asarray(grid.origin) + d @ ((np.asarray(grid.size) - 1) / 2.0 * np.asarray(grid.spacing))
