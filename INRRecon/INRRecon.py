@@ -18,7 +18,7 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import (
@@ -152,6 +152,7 @@ class INRReconParameterNode:
     outputUpsampling: Annotated[int, WithinRange(1, 4), Default(1)]  # INR methods: output N× finer
     outputVolume: Optional[vtkMRMLScalarVolumeNode]
     tumourSegmentation: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]  # for Compare
+    curveRegion: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsROINode]]  # dynamic: time-intensity curve
 
 
 class _PathLineEditToStrConnector(GuiConnector):
@@ -221,7 +222,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = None
-        self._presetChosenFor = ""  # the measurement the preset was last matched to
+        self._presetChosenFor = ("", "")  # the measurement and method the preset was last matched to
         self._shownPreview = None  # the preview node last put in the views
         self._shownPlot = None  # the convergence plot last put in the plot view
         self._settingWidgets = {}  # parameter name -> widget, for the settings in SETTING_KEYS
@@ -244,6 +245,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.curveButton.connect("clicked(bool)", self.onCurveButton)
         self.ui.addSeriesFilesButton.connect("clicked(bool)", self.onAddSeriesFiles)
         self.ui.installButton.connect("clicked(bool)", self.onInstallButton)
         # Not a scene parameter (see WORKER_PYTHON_SETTING): kept in the application settings.
@@ -323,7 +325,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         path = p.measurementPath if p else ""
         ok = bool(path) and os.path.isfile(path)
-        if ok and path != self._presetChosenFor:
+        if ok and (path, p.method) != self._presetChosenFor:
             self._matchPresetToMeasurement(path)
         spec = METHOD_SPECS.get(p.method) if p is not None else None
         self._enableSettingsOf(spec)
@@ -332,7 +334,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("NeRP needs a prior: select an earlier scan of the patient.")
             self.ui.applyButton.enabled = False
         elif ok and p.outputUpsampling > 1 and p.method not in FIELD_METHODS:
-            self.ui.applyButton.toolTip = _("Only the INR methods (inr, nerp) can write a finer output grid: "
+            self.ui.applyButton.toolTip = _("Only the INR methods (inr, nerp, stinr) can write a finer output grid: "
                                             "set Output upsampling to 1.")
             self.ui.applyButton.enabled = False
         elif ok:
@@ -357,12 +359,13 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hash-ct, hash-mr), once per file, so the user can still pick another one afterwards."""
         from INRReconLib.scene.settings import preset_for_measurement
 
+        p = self._parameterNode
         try:
-            preset = preset_for_measurement(path, self._parameterNode.preset)
+            preset = preset_for_measurement(path, p.preset, p.method)
         except ImportError:
             # h5py is installed by the first Apply; match the preset once it is there
             return
-        self._presetChosenFor = path
+        self._presetChosenFor = (path, p.method)
         if preset != self._parameterNode.preset:
             self._parameterNode.preset = preset  # re-enters _checkCanApply with the same path
 
@@ -418,6 +421,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.outputVolume = output
                 change = self.logic.changeNode()  # NeRP: where the data changed the prior, in colour
                 show_in_standard_views(slicer.mrmlScene, background=output, foreground=change, foreground_opacity=0.6)
+                self.logic.showSequence()  # dynamic MR: play the frames instead of the mean
                 slicer.util.resetSliceViews()
 
     def _showPreviewInViews(self) -> None:
@@ -437,6 +441,11 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showIdle(self) -> None:
         self.ui.applyButton.text = _("Apply")
         self._checkCanApply()
+
+    def onCurveButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to plot the time-intensity curve."), waitCursor=True):
+            p = self._parameterNode
+            self.logic.timeIntensityCurve(p.outputVolume, p.curveRegion)
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to set up the comparison."), waitCursor=True):
@@ -634,6 +643,36 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
     def currentPlot(self):
         """The convergence plot of the running reconstruction (of a series: its current fraction)."""
         return getattr(self._current(), "plot", None)
+
+    def showSequence(self) -> None:
+        """A dynamic result: the sequence browser's proxy volume in the slice views and the browser
+        toolbar shown, so the frames play as a cine (Slicer's Sequences module makes the proxy)."""
+        browser = getattr(self._current(), "browser_node", None)
+        sequence = getattr(self._current(), "sequence_node", None)
+        if browser is None or sequence is None:
+            return
+        from INRReconLib.scene.volumes import show_in_standard_views
+
+        slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+        proxy = browser.GetProxyNode(sequence)
+        slicer.modules.sequences.toolBar().setActiveBrowserNode(browser)
+        slicer.modules.sequences.setToolBarVisible(True)
+        if proxy is not None:
+            show_in_standard_views(slicer.mrmlScene, background=proxy)
+
+    def timeIntensityCurve(self, output, region):
+        """The mean of `region` (a label map on the result's grid or a markups ROI) in every frame
+        of a dynamic result, as a table and a chart shown in the plot view; returns the means."""
+        from INRReconLib.scene.sequence import time_intensity_curve
+
+        if output is None or region is None:
+            raise ValueError(_("Choose a dynamic result (Output) and a region (label map or ROI) first."))
+        sequence = slicer.mrmlScene.GetNodeByID(output.GetAttribute("INRRecon.sequence") or "")
+        if sequence is None:
+            raise ValueError(_("{name} is not a dynamic result: it has no frames.").format(name=output.GetName()))
+        table, chart, means = time_intensity_curve(slicer.mrmlScene, sequence, region, output.GetName())
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        return means
 
     def showProgressLayout(self) -> None:
         """Slice views and the convergence plot of the running reconstruction side by side."""

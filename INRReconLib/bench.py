@@ -19,6 +19,7 @@ import numpy as np
 DEFAULT_METHODS = {
     "CT": ["fbp", "sirt", "cgls", "tv", "inr:hash-ct", "nerp:hash-ct"],
     "MR": ["adjoint", "cgsense", "tv", "inr:hash-mr", "nerp:hash-mr"],
+    "MR dynamic": ["adjoint", "cgsense", "grasp", "lps", "stinr:stinr-fast"],
 }
 
 
@@ -48,9 +49,21 @@ def _magnitude(img):
     img = np.asarray(img)
     if np.iscomplexobj(img):
         img = np.abs(img)
-        if img.ndim == 4:  # [frames, nz, ny, nx] -> static image
+        if img.ndim == 4 and img.shape[0] == 1:  # [1, nz, ny, nx] -> static image
             img = img[0]
     return img
+
+
+def interpolate_frames(frames, times_s, to_times_s) -> np.ndarray:
+    """Frames [F, ...] at times_s, linearly interpolated in time to to_times_s (held constant
+    outside): the baseline of temporal super-resolution."""
+    frames = np.asarray(frames)
+    t, to = np.asarray(times_s, dtype=float), np.asarray(to_times_s, dtype=float)
+    j = np.clip(np.searchsorted(t, to) - 1, 0, len(t) - 2) if len(t) > 1 else np.zeros(len(to), int)
+    if len(t) == 1:
+        return np.repeat(frames[:1], len(to), axis=0)
+    w = np.clip((to - t[j]) / (t[j + 1] - t[j]), 0.0, 1.0).reshape((-1,) + (1,) * (frames.ndim - 1))
+    return (1.0 - w) * frames[j] + w * frames[j + 1]
 
 
 def _scale_mr(img, truth):
@@ -67,11 +80,17 @@ def _run_one(case, spec, iterations, device, curve_every=0):
 
     name, _, preset = spec.partition(":")
     config = load_config(preset) if preset else None
-    iters = iterations if name in ("inr", "nerp") else None
+    iters = iterations if METHODS[name].field else None
     monitor = _CurveMonitor(case.truth, curve_every) if curve_every else None
+    all_times = case.info.get("all_times_s")  # temporal super-resolution: score every frame
+    if all_times is not None and METHODS[name].field:
+        config = {**(config or {}), "times_out_s": [float(t) for t in all_times]}
     res = reconstruct(case.measurement, name, prior=case.prior if METHODS[name].uses_prior else None,
                       config=config, iterations=iters, device=device, monitor=monitor)
-    img = _scale_mr(res.image, case.truth) if case.measurement.modality == "MR" else res.image
+    image = res.image
+    if all_times is not None and len(image) != len(all_times):
+        image = interpolate_frames(image, case.info["fitted_times_s"], all_times)
+    img = _scale_mr(image, case.truth) if case.measurement.modality == "MR" else image
     m = image_metrics(img, case.truth, roi=case.roi)
     if res.aligned_prior is not None and case.roi is not None:
         from .methods.change import change_map
@@ -82,7 +101,24 @@ def _run_one(case, spec, iterations, device, curve_every=0):
            "change_auc": m.get("change_auc"),
            "iterations": res.iterations, "seconds": round(res.seconds, 2), "device": str(device),
            "cancelled": res.cancelled}
+    if all_times is not None:
+        skipped = case.info["skipped_frames"]
+        row["skipped_psnr"] = image_metrics(img[skipped], case.truth[skipped])["psnr"]
     return row, res, (monitor.curve if monitor else None)
+
+
+def _interpolated_row(case, row, res):
+    """Temporal super-resolution's baseline for a field method: its own frames at the fitted
+    times, linearly interpolated to every frame (what the field's rendering must beat)."""
+    from .methods.engine.render import render
+    from .methods.metrics import image_metrics
+
+    fitted = render(res.field, case.measurement.grid, times_s=case.info["fitted_times_s"])
+    img = _scale_mr(interpolate_frames(fitted, case.info["fitted_times_s"], case.info["all_times_s"]), case.truth)
+    m = image_metrics(img, case.truth, roi=case.roi)
+    skipped = case.info["skipped_frames"]
+    return {**row, "method": row["method"] + " interp", "psnr": m["psnr"], "ssim": m["ssim"],
+            "roi_psnr": m["roi_psnr"], "skipped_psnr": image_metrics(img[skipped], case.truth[skipped])["psnr"]}
 
 
 def _prior_row(case, image=None, label="prior alone"):
@@ -106,8 +142,9 @@ def print_table(rows, stream=sys.stdout):
     for r in rows:
         roi = f"{r['roi_psnr']:.2f}" if r.get("roi_psnr") is not None else "-"
         auc = f"{r['change_auc']:.3f}" if r.get("change_auc") is not None else "-"
+        skipped = f"  skipped frames {r['skipped_psnr']:.2f}" if r.get("skipped_psnr") is not None else ""
         print(f"{r['case']:<{w}} {r['method']:<22} {r['psnr']:7.2f} {r['ssim']:7.4f} {roi:>9} {auc:>10} {r['iterations']:>6} "
-              f"{r['seconds']:8.1f}  {r['device']}", file=stream)
+              f"{r['seconds']:8.1f}  {r['device']}{skipped}", file=stream)
     stream.flush()
 
 
@@ -193,7 +230,9 @@ def run_bench(args) -> int:
         for kind, kw in build_cases(group):
             case = BUILDERS[kind](**kw)
             modality = case.measurement.modality
-            methods = args.methods.split(",") if args.methods else DEFAULT_METHODS[modality]
+            dynamic = modality == "MR" and len(case.truth) > 1
+            default = DEFAULT_METHODS["MR dynamic" if dynamic else modality]
+            methods = args.methods.split(",") if args.methods else default
             if case.prior is not None:
                 rows.append(_prior_row(case))
             for spec in methods:
@@ -201,6 +240,8 @@ def run_bench(args) -> int:
                 row, res, _ = _run_one(case, spec, args.iterations, device)
                 rows.append(row)
                 print_table([row], sys.stderr)
+                if "skipped_psnr" in row and res.field is not None:
+                    rows.append(_interpolated_row(case, row, res))
                 if res.aligned_prior is not None:
                     # What the registration alone gives, so NeRP's gain over it shows, and for a
                     # prior volume the slice it picked.

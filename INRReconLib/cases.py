@@ -268,6 +268,59 @@ def mr2d_case(spokes=40, coils=1, *, size=256, noise=0.01, seed=0) -> Case:
     return Case(name, meas, truth, np.clip(prior, 0, None)[None].astype(np.float32), roi[None], {})
 
 
+DYNAMIC_FRAMES = 20
+DYNAMIC_SCAN_S = 2.0  # 20 frames of 0.1 s: about 1.3 breathing and 2 cardiac cycles of mrphantom
+
+
+def mr_dynamic_case(spokes_per_frame=13, *, frames=DYNAMIC_FRAMES, size=128, coils=8, noise=0.01, seed=0,
+                    fit_every=1) -> Case:
+    """Dynamic MR (data/README.md): mrphantom's 2D slime with breathing and cardiac motion at twice
+    its default amplitudes, bSSFP contrast at 1.5 T with a smooth random phase, `frames` frames of
+    0.1 s, golden-angle radial continuing from frame to frame, birdcage coils. The spokes carry
+    their acquisition times (a continuous acquisition). ROI: the moving region (voxels whose
+    magnitude changes over the frames, dilated by 2). fit_every k > 1: the measurement keeps every
+    k-th frame (temporal super-resolution: fit those, score all `frames`). truth: magnitude
+    [frames, 1, size, size], max 1. Needs the optional mrphantom package (Python 3.10+)."""
+    try:
+        import mrphantom
+    except ImportError:
+        raise InputError("mrphantom", "is not installed: the dynamic MR cases are generated with it.",
+                         "pip install 'INRRecon[dynamic]' (Python 3.10 or newer).") from None
+    from .physics.mr_frames import frame_times, select_frames
+    from .simulate import simulate_mr
+
+    state = np.random.get_state()
+    np.random.seed(seed)  # mrphantom draws from NumPy's global generator
+    try:
+        dt = DYNAMIC_SCAN_S / DYNAMIC_FRAMES
+        breathing = 2 * mrphantom.genResAmp(dt * frames, dt)
+        cardiac = 2 * mrphantom.genCarAmp(dt * frames, dt)
+        mrphantom.initSS_bSSFP(1.5)
+        phase = mrphantom.genPhMap((size, size))
+        series = np.stack([mrphantom.Enum2SS(mrphantom.genPhant((size, size), breathing[f], cardiac[f]))
+                           for f in range(frames)])
+    finally:
+        np.random.set_state(state)
+    series = series / series.max()
+    moving = ndi.binary_dilation(series.std(axis=0) > 0.02, iterations=2)
+    grid = ImageGrid.centred((1, size, size), (2.0, 2.0, 5.0))
+    volume = (series * phase)[:, None].astype(np.complex64)
+    meas = simulate_mr(volume, grid, trajectory="radial", n_spokes=spokes_per_frame, n_coils=coils,
+                       n_frames=frames, noise_std=noise, seed=seed, spoke_interval_s=dt / spokes_per_frame)
+    truth = series[:, None].astype(np.float32)
+    name = f"mri_dynamic_spf{spokes_per_frame}" + ("" if size == 128 else f"_{size}")
+    info = {}
+    if fit_every > 1:
+        all_times = frame_times(meas.geometry)
+        fitted = list(range(0, frames, fit_every))
+        meas = select_frames(meas, fitted)
+        name += f"_tsr{fit_every}"
+        info = {"all_times_s": all_times.tolist(), "fitted_times_s": all_times[fitted].tolist(),
+                "skipped_frames": [f for f in range(frames) if f not in fitted]}
+    roi = np.broadcast_to(moving[None, None], truth.shape)
+    return Case(name, meas, truth, None, roi, info)
+
+
 # 2D CT (data/README.md, since 2026-12): the standard prior is the earlier scan as a volume, as
 # the Slicer module hands it over; NeRP must find the matching slice itself.
 _PV = dict(prior_volume=True)
@@ -293,8 +346,14 @@ CASE_GROUPS = {
     "mr2d": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 40, 50) for c in (1, 8)],
     "mr2d-s40": [("mr2d", dict(spokes=40, coils=c)) for c in (1, 8)],
     "mr2d-s30-s50": [("mr2d", dict(spokes=s, coils=c)) for s in (30, 50) for c in (1, 8)],
+    "mr-dynamic": [("mrdyn", dict(spokes_per_frame=s)) for s in (21, 13, 8, 5)],
+    "mr-dynamic-s13": [("mrdyn", dict(spokes_per_frame=13))],
+    "mr-dynamic-s5": [("mrdyn", dict(spokes_per_frame=5))],
+    "mr-dynamic-s21-s8": [("mrdyn", dict(spokes_per_frame=s)) for s in (21, 8)],
+    # Temporal super-resolution: fit every second frame, score all 20.
+    "mr-dynamic-tsr": [("mrdyn", dict(spokes_per_frame=s, fit_every=2)) for s in (13, 5)],
 }
-BUILDERS = {"ct2d": ct2d_case, "ct3d": ct3d_case, "mr2d": mr2d_case}
+BUILDERS = {"ct2d": ct2d_case, "ct3d": ct3d_case, "mr2d": mr2d_case, "mrdyn": mr_dynamic_case}
 
 
 def build_cases(spec: str):

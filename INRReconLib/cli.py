@@ -59,6 +59,12 @@ def _add_reconstruct(sub):
     p.add_argument("--upsample", type=int, default=1,
                    help="inr/nerp: write the output N times finer per axis (in-plane for 2D data), the "
                         "fitted field evaluated there; metrics stay on the measurement grid")
+    g = p.add_argument_group("dynamic MR")
+    g.add_argument("--spokes-per-frame", type=int, default=None,
+                   help="bin a continuous radial acquisition (per-spoke times) into frames of N spokes")
+    g.add_argument("--frames-out", type=int, default=None,
+                   help="stinr: render M frames evenly over the acquisition (temporal super-resolution)")
+    g.add_argument("--times-out", default=None, help="stinr: render at these times, comma separated seconds")
 
 
 def main(argv=None) -> int:
@@ -232,6 +238,22 @@ def _simulate(args) -> int:
     return 0
 
 
+def _dynamic_overrides(args) -> dict:
+    """The dynamic-MR flags as config keys (spokes_per_frame, frames_out, times_out_s)."""
+    out = {}
+    if args.spokes_per_frame is not None:
+        out["spokes_per_frame"] = args.spokes_per_frame
+    if args.frames_out is not None:
+        out["frames_out"] = args.frames_out
+    if args.times_out:
+        try:
+            out["times_out_s"] = [float(t) for t in args.times_out.split(",") if t.strip()]
+        except ValueError:
+            raise InputError("--times-out", f"must be comma-separated seconds, got {args.times_out!r}.",
+                             "e.g. --times-out 0.05,0.15,0.25") from None
+    return out
+
+
 def _reconstruct(args) -> int:
     from .worker.run import run_job
 
@@ -239,7 +261,7 @@ def _reconstruct(args) -> int:
            "prior": str(Path(args.prior).resolve()) if args.prior else None,
            "method": args.method, "config": args.config, "iterations": args.iterations,
            "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0,
-           "upsample": args.upsample}
+           "upsample": args.upsample, "config_overrides": _dynamic_overrides(args)}
     if args.reference:
         job["reference"] = str(Path(args.reference).resolve())
     stop = threading.Event()

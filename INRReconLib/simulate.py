@@ -275,7 +275,8 @@ def _phase_origin_offset(n: int, factor: int) -> float:
 def simulate_mr(volume_zyx_real_or_complex, grid: ImageGrid, *, trajectory: str = "radial", n_spokes: int = 40,
                 acceleration: float = 4.0, acs_lines: int = 16, n_coils: int = 1, noise_std: float = 0.0,
                 n_frames: int = 1, seed: int = 0, mask_seed=None, n_readout=None, upsample: int = 2,
-                dcf: bool = True, description: str | None = None, device="cpu") -> Measurement:
+                dcf: bool = True, spoke_interval_s: float | None = None, description: str | None = None,
+                device="cpu") -> Measurement:
     """k-space of an image (shape grid.shape, or [n_frames, nz, ny, nx] for a moving object).
 
     trajectory: "radial" (golden-angle, `n_spokes` per frame, readout 2 x max(ny, nx) samples;
@@ -288,6 +289,10 @@ def simulate_mr(volume_zyx_real_or_complex, grid: ImageGrid, *, trajectory: str 
     (trajectory scaled to the fine grid, FFT phase origin and NUFFT/FFT scale corrected), so the
     data are not those of the reconstruction's own discretisation. 1: exact operator data.
     dcf: store Pipe–Menon density compensation (radial only).
+    spoke_interval_s: radial 2D, a continuous acquisition: spoke s (counted over all frames) is
+    measured at s × spoke_interval_s; stores /geometry/spoke_times_s and the frame times (their
+    means), so the spokes can be re-binned (physics/mr_frames.py). Each frame's image is the
+    object during that frame.
     """
     import torch
 
@@ -369,6 +374,12 @@ def simulate_mr(volume_zyx_real_or_complex, grid: ImageGrid, *, trajectory: str 
             dcf2 = density_compensation(golden_angle_radial(n_spokes, n_read, n_frames), (ny, nx))
             geom.dcf = _unit_gain(np.tile(dcf2, (1, nz)), geom.trajectory, grid, device)
 
+    if spoke_interval_s is not None:
+        if trajectory != "radial" or not grid.is_2d or not float(spoke_interval_s) > 0:
+            raise InputError("spoke_interval_s", "applies to 2D radial acquisitions and must be > 0 s.",
+                             "Leave it out for Cartesian or 3D data.")
+        times = np.arange(n_frames * n_spokes, dtype=np.float64).reshape(n_frames, n_spokes) * float(spoke_interval_s)
+        geom.spoke_times_s, geom.frame_times_s = times, times.mean(axis=1)
     if trajectory == "radial":
         what = f"golden-angle radial, {n_spokes} spokes/frame" + ("" if grid.is_2d else " (stack of stars)")
     else:

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..physics.ct_geometry import CTGeometry
 from ..physics.grid import ImageGrid
+from ..physics.mr_frames import check_spoke_times
 from ..physics.mr_geometry import MRGeometry
 
 FORMAT_NAME = "inrrecon-measurement"
@@ -27,7 +28,7 @@ FORMAT_VERSION = 1
 # Root attributes with a meaning in docs/measurement-format.md; any other root attribute round-trips as is.
 _RESERVED_ROOT = ("format", "version", "modality")
 _CIRCULAR_ATTRS = ("angles_rad", "source_to_isocenter_mm", "isocenter_to_detector_mm", "detector_offset_mm")
-_MR_DATASETS = ("mask", "trajectory", "coil_maps", "dcf", "frame_times_s")
+_MR_DATASETS = ("mask", "trajectory", "coil_maps", "dcf", "frame_times_s", "spoke_times_s")
 # HDF5 keeps attributes in the object header (64 KiB unless dense storage); long per-view arrays
 # go to a dataset of the same name instead. Readers accept both.
 _MAX_ATTR_ELEMENTS = 4096
@@ -194,6 +195,11 @@ def _validate_mr(data, grid: ImageGrid, geometry) -> None:
             raise InputError("/geometry/frame_times_s", f"must have shape [n_frames] = [{n_frames}], got "
                              f"{list(times.shape)}.", "Give one acquisition time (s) per frame, or leave it out.")
         _check_finite(times, "/geometry/frame_times_s")
+    if geometry.spoke_times_s is not None:
+        if geometry.type != "noncartesian":
+            raise InputError("/geometry/spoke_times_s", "applies to radial (non-Cartesian) spokes only.",
+                             "Leave it out for Cartesian data.")
+        check_spoke_times(geometry.spoke_times_s, n_frames, n_samples)
     _check_finite(data, "/data")
 
 
@@ -279,7 +285,7 @@ def write_measurement(m: Measurement, path) -> Path:
                         geo.attrs[key] = _attr_value(value)
             else:
                 dtypes = {"mask": bool, "trajectory": np.float32, "coil_maps": np.complex64, "dcf": np.float32,
-                          "frame_times_s": np.float64}
+                          "frame_times_s": np.float64, "spoke_times_s": np.float64}
                 for key in _MR_DATASETS:
                     value = getattr(m.geometry, key)
                     if value is not None:
@@ -528,6 +534,10 @@ def describe_measurement(m: Measurement) -> str:
         if geo.frame_times_s is not None and n_frames > 1:
             t = np.asarray(geo.frame_times_s, dtype=float)
             lines.append(f"  frame times: {t[0]:.3g} to {t[-1]:.3g} s")
+        if geo.spoke_times_s is not None:
+            t = np.asarray(geo.spoke_times_s, dtype=float)
+            lines.append(f"  spoke times: {t.size} spokes over {t.min():.3g} to {t.max():.3g} s "
+                         "(bin them with spokes_per_frame)")
     lines.append(f"grid: {'2D' if g.is_2d else '3D'} {list(g.size)} (x, y, z) voxels, spacing {_fmt(g.spacing)} mm, "
                  f"FOV {_fmt(g.extent_mm)} mm")
     lines.append(f"  origin {_fmt(g.origin)} mm (LPS), direction {_fmt(g.direction, 3)}")

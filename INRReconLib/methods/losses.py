@@ -86,6 +86,21 @@ def tv_loss(image: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return torch.sqrt(sq + eps).mean()
 
 
+def temporal_tv_loss(frames: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean |x_{t+1} − x_t| over the frames [n_frames, ...] (real or complex; modulus), smoothed
+    at 0 by eps: penalises change from frame to frame, not the anatomy within a frame."""
+    return torch.sqrt(_sq(torch.diff(frames, dim=0)) + eps).mean()
+
+
+def low_rank_loss(frames: torch.Tensor) -> torch.Tensor:
+    """Nuclear norm of the Casorati matrix (one row per frame, one column per voxel) divided by
+    √(frames × voxels): the RMS voxel value for a static series (rank 1), more for every extra
+    temporal component. Frame series of moving anatomy are close to low rank; noise and aliasing
+    that differ from frame to frame are not. svdvals' gradient is stable (no 1/(σᵢ² − σⱼ²))."""
+    casorati = frames.reshape(frames.shape[0], -1)
+    return torch.linalg.svdvals(casorati).sum() / math.sqrt(casorati.numel())
+
+
 def make_scheduler(optimizer, name: str, total: int, step_size: int = 0, gamma: float = 0.5, min_factor: float = 0.05):
     """"constant", "cosine" (from lr down to min_factor*lr over `total` steps) or "step" (times
     gamma every step_size steps; step_size 0 means total // 4)."""

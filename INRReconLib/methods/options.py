@@ -27,7 +27,8 @@ PRIOR_REGISTRATIONS = ("none", "rigid", "deformable", "auto")
 
 @dataclass(frozen=True)
 class Option:
-    """One config key. `kind`: "int", "float", "bool", "str", "mapping" or "any"; numbers are
+    """One config key. `kind`: "int", "float", "bool", "str", "mapping", "floats" (a list of
+    numbers) or "any"; numbers are
     checked against [minimum, maximum] (`above`: strictly greater than minimum); strings
     against `choices` when given; None passes where `nullable`. `needs`: what the method must
     read for the key to mean something ("prior": only for a method with a prior)."""
@@ -51,6 +52,10 @@ class Option:
             return None if isinstance(value, bool) else f"must be true or false, got {value!r}."
         if self.kind == "mapping":
             return None if isinstance(value, dict) else f"must be a mapping, got {type(value).__name__}."
+        if self.kind == "floats":
+            ok = isinstance(value, (list, tuple)) and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            return None if ok else f"must be a list of numbers, got {value!r}."
         if self.kind == "str" or self.choices:
             if self.choices and value not in self.choices:
                 return f"must be one of {', '.join(repr(c) for c in self.choices)}; got {value!r}."
@@ -75,6 +80,8 @@ class Option:
             return "true or false"
         if self.kind == "mapping":
             return "a mapping"
+        if self.kind == "floats":
+            return "a list of numbers"
         if self.kind in ("int", "float"):
             what = "an integer" if self.kind == "int" else "a number"
             bounds = self._range()
@@ -110,6 +117,8 @@ def check_config(config: dict, options, method: str, *, defaults: bool = True, p
                              f"Set {prefix}{key} to {option.requirement()} ({key}: {option.doc}).")
         if option.kind in ("int", "float") and value is not None:
             out[key] = int(value) if option.kind == "int" else float(value)  # NumPy scalars -> JSON-able
+        elif option.kind == "floats":
+            out[key] = [float(v) for v in value]
     return out
 
 
@@ -120,6 +129,8 @@ def defaults(options) -> dict:
 # ---- shared by several methods -------------------------------------------------------------
 PROJECTOR = Option("projector", "CT forward model: auto (astra on CUDA when it has CUDA, else torch), torch or "
                    "astra; the result's config names the one that ran", "auto", choices=PROJECTORS)
+SPOKES_PER_FRAME = Option("spokes_per_frame", "dynamic radial MR with per-spoke times: frames of this many "
+                          "consecutive spokes (0: the file's frames)", 0, "int", minimum=0, needs="frames")
 NUFFT = Option("nufft", "non-Cartesian MR: auto (the faster backend on this device, as measured), torchkbnufft or "
                "finufft; the result's config names the one that ran", "auto", choices=NUFFTS)
 
@@ -142,7 +153,7 @@ TV_CT = (Option("iterations", "PDHG iterations (far from converged at 300 on spa
 ADJOINT = (Option("density_compensation", "non-Cartesian: weight k-space by the density compensation", True, "bool"),
            Option("scale", "least-squares: scale the image to fit the data; none: the raw adjoint", "least-squares",
                   choices=("least-squares", "none")),
-           NUFFT)
+           NUFFT, SPOKES_PER_FRAME)
 CGSENSE = (Option("lambda", "Tikhonov weight relative to the largest eigenvalue of AᴴWA (0: none, the iteration "
                   "count regularises)", 0.0, "float", minimum=0),
            Option("dcf_weighting", "non-Cartesian: solve the density-weighted problem (faster, noisier)", False,
@@ -150,17 +161,34 @@ CGSENSE = (Option("lambda", "Tikhonov weight relative to the largest eigenvalue 
            Option("tolerance", "stop when the normal-equation residual falls below this, relative", 1e-6, "float",
                   minimum=0),
            Option("toeplitz", "non-Cartesian: apply AᴴA through its Toeplitz embedding (faster)", True, "bool"),
-           NUFFT)
+           NUFFT, SPOKES_PER_FRAME)
 TV_MR = (Option("lambda", "TV weight relative to ‖AᴴA‖ and the image scale (tuned on a 256² brain, 40 spokes)", 2e-4,
                 "float", minimum=0),
          Option("temporal_weight", "dynamic data: weight of the temporal TV (null: 0 for one frame, 1 for several)",
                 None, "float", minimum=0, nullable=True),
+         Option("spatial_weight", "weight of the spatial TV (0 with temporal_weight > 0: temporal TV alone, as "
+                "GRASP)", 1.0, "float", minimum=0),
          Option("precondition", "non-Cartesian: diagonal k-space dual step from the density compensation", True,
                 "bool"),
          Option("init", "start from the gridding image (adjoint) or from zero", "adjoint", choices=("adjoint", "zero")),
          Option("step", "primal step τ of PDHG (10 converged best in 200 iterations on the brain)", 10.0, "float",
                 minimum=0, above=True),
-         NUFFT)
+         NUFFT, SPOKES_PER_FRAME)
+
+# GRASP (Feng et al. 2014): the same PDHG with temporal TV alone; lambda tuned on the dynamic
+# phantom (README: the dynamic MR table).
+GRASP = tuple(o for o in TV_MR if o.key not in ("lambda", "temporal_weight", "spatial_weight")) + (
+    Option("lambda", "temporal TV weight, relative as tv's (dynamic phantom, 64², 13 spokes per frame: 1e-4 / "
+           "2e-4 / 5e-4 / 1e-3 / 2e-3 -> 28.44 / 30.72 / 32.29 / 31.89 / 30.22 dB)", 5e-4, "float", minimum=0),)
+# lambda_l / lambda_s on the dynamic phantom, 64², 13 spokes per frame: 0.01 / 0.01 -> 22.86 dB, 0.003 / 0.003
+# -> 22.65, 0.03 / 0.01 -> 23.38, 0.1 / 0.01 -> 23.56, 0.03 / 0.03 -> 21.43 (CG-SENSE 21.82, GRASP 32.29).
+LPS = (Option("lambda_l", "singular-value threshold of L, relative to the largest singular value of the gridding "
+              "series", 0.1, "float", minimum=0),
+       Option("lambda_s", "soft threshold of S in the temporal Fourier domain, relative to its largest entry in the "
+              "gridding series", 0.01, "float", minimum=0),
+       Option("tolerance", "stop when the update falls below this, relative to the image", 2.5e-3, "float",
+              minimum=0),
+       NUFFT, SPOKES_PER_FRAME)
 
 # ---- the INR methods (defaults: the preset) -------------------------------------------------
 INR = (
@@ -203,6 +231,18 @@ INR = (
            needs="prior"),
     Option("tv_weight", "TV on the normalised image, quoted for a grid 128 voxels wide and one coil (0: off)",
            kind="float", minimum=0),
+    Option("temporal_tv_weight", "dynamic: TV along time of the normalised frames (0: off)", kind="float",
+           minimum=0, needs="frames"),
+    Option("low_rank_weight", "dynamic: nuclear norm of the frames' Casorati matrix, per its RMS (0: off)",
+           kind="float", minimum=0, needs="frames"),
+    Option("temporal_extent", "dynamic: the acquisition's time span maps onto [-e, e] of the field's input (1: as "
+           "space; smaller: coarser in time, frames share more of the field)", kind="float", minimum=0, above=True,
+           maximum=1, needs="frames"),
+    Option("spokes_per_frame", SPOKES_PER_FRAME.doc, kind="int", minimum=0, needs="frames"),
+    Option("frames_out", "dynamic: render this many frames evenly over the acquisition (0: at the data's frame "
+           "times; more: temporal super-resolution)", kind="int", minimum=0, needs="frames"),
+    Option("times_out_s", "dynamic: render at these times (s) instead (empty: frames_out)", kind="floats",
+           needs="frames"),
     Option("subsets", "CT ordered subsets of views, one per step (1: all views)", kind="int", minimum=1),
     Option("points_per_chunk", "evaluate the field in chunks of this many points with gradient checkpointing (0: all "
            "at once); lowers GPU memory for 3D", kind="int", minimum=0),

@@ -105,12 +105,13 @@ def measurement_context(modality: str, geometry_type: str, grid) -> dict:
 
 
 def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", cone_3d: bool = False,
-                method: str = "an INR method") -> dict:
+                method: str = "an INR method", default: str | None = None) -> dict:
     """The full config for a run.
 
     spec: a preset name ("nerp-ct"), a path to a JSON/YAML file, a dict, or None. A dict or file may
-    name its base in "preset" (default: default_preset(modality, cone_3d); measurement_context
-    gives both for a measurement) and overrides any of its keys. `overrides` (dict) is applied
+    name its base in "preset" (default: `default`, the method's preset rule in the registry, else
+    default_preset(modality, cone_3d); measurement_context gives both for a measurement) and
+    overrides any of its keys. `overrides` (dict) is applied
     last. Unknown keys and bad values raise InputError naming the key (and `method`)."""
     if spec is None:
         spec = {}
@@ -126,7 +127,7 @@ def load_config(spec=None, overrides: dict | None = None, modality: str = "CT", 
     if not isinstance(spec, dict):
         raise InputError("config", f"must be a preset name, a file or a mapping, got {type(spec).__name__}.")
     spec = dict(spec)
-    name = spec.pop("preset", None) or default_preset(modality, cone_3d)
+    name = spec.pop("preset", None) or default or default_preset(modality, cone_3d)
     if not isinstance(name, str):
         raise InputError("preset", f"must be a preset name, got {name!r}.")
     config = _merge(_preset(name), spec, method)

@@ -77,9 +77,16 @@ class MethodSpec:
         return opt.defaults(self.options[modality])
 
 
-def _inr(name, summary, **kw):
-    return MethodSpec(name, {"CT": f"{name}:{name}", "MR": f"{name}:{name}"}, summary,
-                      {"CT": opt.INR, "MR": opt.INR}, returns=("image", "field"), preset_rule=default_preset, **kw)
+def _inr(name, summary, modalities=("CT", "MR"), **kw):
+    kw.setdefault("returns", ("image", "field"))
+    kw.setdefault("preset_rule", default_preset)
+    return MethodSpec(name, {m: f"{name}:{name}" for m in modalities}, summary, {m: opt.INR for m in modalities},
+                      **kw)
+
+
+def _dynamic_preset(modality, cone_3d=False):
+    # The published stinr-mr preset needs a GPU (a 2^24 table); the fast one runs on a CPU.
+    return "stinr-fast"
 
 
 METHODS = {
@@ -87,6 +94,8 @@ METHODS = {
     for s in [
         _inr("nerp", "NeRP: embed the prior in the INR, then fit the data", reads=("measurement", "prior")),
         _inr("inr", "INR without prior (random init)"),
+        _inr("stinr", "spatiotemporal INR of (x, y, t) fitted to all frames of dynamic MR at once", ("MR",),
+             reads=("measurement", "frames"), returns=("time series", "field"), preset_rule=_dynamic_preset),
         MethodSpec("fbp", {"CT": "classical_ct:fbp"}, "FBP (parallel/fan) or FDK (cone), ramp or Hann filter",
                    {"CT": opt.FBP}, iterative=False),
         MethodSpec("sirt", {"CT": "classical_ct:sirt"}, "SIRT, non-negative", {"CT": opt.SIRT}),
@@ -98,6 +107,10 @@ METHODS = {
                    reads=("measurement", "frames"), iterative=False),
         MethodSpec("cgsense", {"MR": "classical_mr:cgsense"}, "CG-SENSE", {"MR": opt.CGSENSE},
                    reads=("measurement", "frames")),
+        MethodSpec("grasp", {"MR": "classical_mr:grasp"}, "GRASP-like: temporal TV alone, dynamic MR",
+                   {"MR": opt.GRASP}, reads=("measurement", "frames"), returns=("time series",)),
+        MethodSpec("lps", {"MR": "classical_mr:lps"}, "L+S: low rank plus temporally sparse, dynamic MR",
+                   {"MR": opt.LPS}, reads=("measurement", "frames"), returns=("time series",)),
     ]
 }
 
@@ -133,8 +146,21 @@ def reconstruct(measurement, method: str, *, prior=None, config=None, iterations
     monitor = monitor or Monitor()
     device = torch.device(device) if not isinstance(device, torch.device) else device
     start = time.perf_counter()
-    result = fn(measurement, prior=prior, config=dict(config or {}), iterations=iterations, device=device,
-                monitor=monitor)
+    config = dict(config or {})
+    binning = None
+    if "frames" in METHODS[method].reads and config.get("spokes_per_frame"):
+        from ..physics.mr_frames import bin_spokes
+
+        measurement, binning = bin_spokes(measurement, config["spokes_per_frame"])
+    result = fn(measurement, prior=prior, config=config, iterations=iterations, device=device, monitor=monitor)
+    if binning is not None:
+        result.extra["binning"] = binning
+    if "frames" in METHODS[method].reads and measurement.modality == "MR" and "frame_times_s" not in result.extra \
+            and len(measurement.data) > 1:
+        from ..physics.mr_frames import frame_times
+
+        # The times of the frames reconstructed (after binning): what a time series is written with.
+        result.extra["frame_times_s"] = frame_times(measurement.geometry).tolist()
     result.method = method
     result.seconds = time.perf_counter() - start
     if not result.history:

@@ -23,6 +23,8 @@ class MRGeometry:
     coil_maps:  complex64 [n_coils, (nz,) ny, nx] or None (one coil, unit sensitivity)
     dcf:        float32 [n_frames, n_samples] or None
     frame_times_s: [n_frames] or None
+    spoke_times_s: float64 [n_frames, n_spokes] or None (non-Cartesian: each frame's samples are
+                   its spokes in order; the time of each, for binning: mr_frames.py)
     """
 
     type: str
@@ -31,6 +33,7 @@ class MRGeometry:
     coil_maps: Optional[np.ndarray] = None
     dcf: Optional[np.ndarray] = None
     frame_times_s: Optional[np.ndarray] = None
+    spoke_times_s: Optional[np.ndarray] = None
 
     def __post_init__(self):
         if self.type not in MR_TYPES:

@@ -43,6 +43,7 @@ class SessionState:
     elapsed: float | None = None
     eta: float | None = None
     message: str = ""  # the error, or a note on the result, for a person
+    sequence_node_id: str = ""  # dynamic MR: the result's frames as a Sequence
     metrics: dict = field(default_factory=dict)
     output_node_id: str | None = None
     warnings: list = field(default_factory=list)  # the worker's (e.g. a prior that does not match the data)
@@ -115,6 +116,8 @@ class ReconstructionSession:
         self.preview_node = None
         self.output_node = None
         self.change_node = None  # NeRP: where the data changed the prior (methods/change.py)
+        self.sequence_node = None  # dynamic MR: the frames as a Sequence (scene/sequence.py)
+        self.browser_node = None   # its browser, where Slicer's Sequences module is loaded
         self.plot = None
         self.log: list[str] = []
         self._stage_offset = 0
@@ -272,6 +275,9 @@ class ReconstructionSession:
                 self.change_node = load_change_map(self.scene, change, f"{self.output_name} change")
                 self.output_node.SetAttribute("INRRecon.changeMap", self.change_node.GetID())
                 self.state.message = " ".join([self.state.message, CHANGE_NOTE]).strip()
+            sequence = event.get("sequence")
+            if sequence and os.path.exists(sequence):
+                self._load_sequence(sequence, name)
             if event.get("warnings"):
                 self.output_node.SetAttribute("INRRecon.warnings", "\n".join(map(str, event["warnings"])))
             self.remove_preview()  # the result replaces it; one preview node per run would pile up
@@ -282,6 +288,22 @@ class ReconstructionSession:
         self.state.status = "cancelled" if cancelled else "done"
         if not cancelled and self.state.total:
             self.state.iteration = self.state.total
+
+    def _load_sequence(self, path, name):
+        """Dynamic MR: the series as a Sequence (+ browser) next to the mean image."""
+        from ..io.sequence import read_sequence
+        from .sequence import add_volume_sequence
+
+        frames, grid, times = read_sequence(path)
+        self.sequence_node, self.browser_node = add_volume_sequence(
+            self.scene, frames, ijk_to_ras_from_grid(grid), times, f"{name} frames")
+        self.sequence_node.SetAttribute("INRRecon.method", self.method)
+        self.output_node.SetAttribute("INRRecon.sequence", self.sequence_node.GetID())
+        if self.browser_node is not None:
+            self.output_node.SetAttribute("INRRecon.sequenceBrowser", self.browser_node.GetID())
+        self.state.sequence_node_id = self.sequence_node.GetID()
+        note = f"{len(times)} frames over {times[0]:.3g}-{times[-1]:.3g} s: play them with the sequence browser."
+        self.state.message = " ".join([self.state.message, note]).strip()
 
     def _on_error(self, event):
         self.state.status = "error"

@@ -11,7 +11,7 @@ from ..methods.presets import default_preset, load_config, measurement_context
 
 # The fast presets, one per kind of measurement: the module switches between them when the
 # measurement changes (a paper preset or a file the user chose stays).
-FAST_PRESETS = ("hash-ct", "hash-cone", "hash-mr")
+FAST_PRESETS = ("hash-ct", "hash-cone", "hash-mr", "stinr-fast")
 
 
 def _put(section: dict, key: str, value, cast, zero_is_setting: bool = False) -> None:
@@ -77,17 +77,22 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
     return cfg
 
 
-def preset_for_measurement(path, current: str) -> str:
-    """The preset to show once `path` is chosen: the default for its kind of measurement
-    (hash-cone for 3D cone beam, hash-ct, hash-mr) when `current` is one of the fast presets,
-    otherwise `current`. An unreadable file keeps `current` (Apply reports the problem)."""
+def preset_for_measurement(path, current: str, method: str = "nerp") -> str:
+    """The preset to show once `path` and `method` are chosen: the method's default for this kind
+    of measurement (hash-cone for 3D cone beam, hash-ct, hash-mr; stinr-fast for stinr) when
+    `current` is one of the fast presets, otherwise `current`. An unreadable file keeps `current`
+    (Apply reports the problem). A method without presets shows the default (inr, nerp) one."""
     from ..errors import InputError
     from ..io.readers import read_measurement_header
+    from ..methods.registry import METHODS
 
+    spec = METHODS.get(method)
     if current not in FAST_PRESETS:
         return current
+    rule = spec.preset_rule if spec is not None and spec.preset_rule is not None else default_preset
     try:
         header = read_measurement_header(path)
-        return default_preset(**measurement_context(header["modality"], header["geometry"], header["grid"]))
     except InputError:
         return current
+    context = measurement_context(header["modality"], header["geometry"], header["grid"])
+    return rule(context["modality"], context["cone_3d"])

@@ -26,9 +26,13 @@ JOB_KEYS = {
     "prior": None,          # earlier image of the patient (NRRD, NIfTI...), or null
     "method": None,         # a name of methods/registry.py METHODS
     "config": None,         # preset name, config file path, inline object, or null (method defaults)
+    "config_overrides": None,  # object of config keys applied on top of "config" (the CLI's --spokes-per-frame ...)
     "iterations": None,     # int or null (method default)
     "device": "auto",       # "auto" | "cpu" | "cuda" | "cuda:N"
-    "output": "result.nrrd",  # image file written at the end (any format SimpleITK writes)
+    "output": "result.nrrd",  # image file written at the end (any format SimpleITK writes); dynamic MR:
+                            # the mean over time there and the series as <stem>.seq.nrrd (or only that,
+                            # for an output ending in .seq.nrrd)
+    "frame_files": False,   # dynamic MR: also one image file per frame (<stem>_frame000.nrrd, ...)
     "upsample": 1,          # INR methods: write the output on a grid this many times finer per axis
                             # (in-plane for 2D), the fitted field evaluated there; 1: the measurement grid
     "preview_every": DEFAULT_PREVIEW_EVERY,  # iterations between previews; 0 = none
@@ -113,6 +117,10 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
     if isinstance(config, str) and config and not Path(config).is_absolute() and (job_dir / config).is_file():
         out["config"] = str((job_dir / config).resolve())
 
+    if not isinstance(out["frame_files"], bool):
+        raise InputError("frame_files", f"must be true or false, got {out['frame_files']!r}.")
+    if out["config_overrides"] is not None and not isinstance(out["config_overrides"], dict):
+        raise InputError("config_overrides", f"must be an object or null, got {out['config_overrides']!r}.")
     out["iterations"] = _positive_int(out["iterations"], "iterations", allow_none=True)
     out["upsample"] = _positive_int(out["upsample"], "upsample")
     if out["upsample"] > 1 and not METHODS[out["method"]].field:

@@ -178,7 +178,13 @@ class WorkerMonitor(Monitor):
         image = np.asarray(image)
         save_checkpoint(self.job_dir, image, {"stage": stage, "iteration": iteration, "total": total,
                                               "grid": self.grid.to_dict(), **self.info})
-        array, fields = preview_payload(self.display(image), self.preview_mode)
+        n_frames = image.size // int(np.prod(self.grid.shape)) if np.iscomplexobj(image) else 1
+        # Dynamic MR: every preview shows the next frame, so the views play the series as it fits.
+        frame = self.previews_written % n_frames if n_frames > 1 else None
+        array, fields = preview_payload(self.display(image, frame) if frame is not None else self.display(image),
+                                        self.preview_mode)
+        if frame is not None:
+            fields.update({"frame": int(frame), "n_frames": int(n_frames)})
         self.previews_written += 1
         path = self.job_dir / f"preview_{self.previews_written:05d}.npy"
         atomic_save_npy(path, array)
@@ -230,6 +236,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         log.warning("the prior %s is not used: method %s reconstructs from the data alone (a prior is used by: %s).",
                     job["prior"], job["method"], users)
     config = _load_config(job["config"], job["method"], measurement)
+    if job["config_overrides"]:
+        config = {**(config or {}), **job["config_overrides"]}
     output_plan = OutputPlan.for_job(job, measurement)
     fine_plan = None
     if job["upsample"] > 1:
@@ -255,7 +263,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
             warnings.append(warning)
         else:
             written_plan, written_image = fine_plan, fine_image
-    written = written_plan.write(written_image)
+    # Dynamic MR: the times of the frames reconstructed (methods/registry.reconstruct records them).
+    written = written_plan.write(written_image, result.extra.get("frame_times_s"), job["frame_files"])
     used_config = result.config or config or {}
     stem_path = _stem_path(Path(job["output"]))
     config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
@@ -305,8 +314,9 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         # Which of the prior volume's slices NeRP embedded (2D data): worth showing, since a wrong
         # slice means other anatomy in the prior.
         event["prior_slice_offset_mm"] = search["offset_mm"]
-    if "frames" in written:
-        event["frames"] = written["frames"]
+    for key in ("sequence", "frame_times_s", "frames"):
+        if key in written:
+            event[key] = written[key]
     return event
 
 
@@ -320,7 +330,7 @@ def _field_on_finer_grid(result, grid, factor: int):
     from ..methods.engine.render import render
 
     try:
-        return render(result.field, grid, upsample=factor), None
+        return render(result.field, grid, upsample=factor, times_s=result.extra.get("frame_times_s")), None
     except (RuntimeError, MemoryError) as exc:  # torch's out-of-memory errors are RuntimeErrors
         log.warning("evaluating the field %dx finer failed: %s", factor, exc)
         return None, (f"upsample {factor}: evaluating the field on the finer grid failed "
@@ -339,7 +349,10 @@ def _load_config(spec, method: str, measurement):
     if not target.startswith("classical"):
         from ..methods.presets import load_config, measurement_context
 
-        return load_config(spec, **measurement_context(measurement.modality, measurement.geometry.type, measurement.grid))
+        context = measurement_context(measurement.modality, measurement.geometry.type, measurement.grid)
+        rule = METHODS[method].preset_rule
+        return load_config(spec, method=method, default=rule(context["modality"], context["cone_3d"]) if rule else None,
+                           **context)
     if isinstance(spec, dict):
         return dict(spec)
     path = Path(spec)
@@ -407,12 +420,13 @@ class OutputPlan:
         """The same units, written to another path and/or on another grid."""
         return OutputPlan(path or self.path, grid or self.grid, self.modality, self.units, self.mu_water)
 
-    def display(self, image: np.ndarray) -> np.ndarray:
-        """A real [nz, ny, nx] array in output units (dynamic MR: the middle frame)."""
+    def display(self, image: np.ndarray, frame: Optional[int] = None) -> np.ndarray:
+        """A real [nz, ny, nx] array in output units (dynamic MR: frame `frame`, default the middle one)."""
         image = np.asarray(image)
         if self.modality == "MR":
             frames = image.reshape((-1,) + tuple(self.grid.shape))
-            return np.abs(frames[frames.shape[0] // 2]).astype(np.float32)
+            index = frames.shape[0] // 2 if frame is None else int(frame) % frames.shape[0]
+            return np.abs(frames[index]).astype(np.float32)
         return self._ct_units(image.reshape(self.grid.shape))
 
     def _ct_units(self, mu: np.ndarray) -> np.ndarray:
@@ -422,8 +436,10 @@ class OutputPlan:
 
         return np.asarray(mu_to_hu(mu, self.mu_water), dtype=np.float32)
 
-    def write(self, image: np.ndarray) -> dict:
-        """Write the output file(s); returns {"output": path, "frames": [paths] for dynamic MR}."""
+    def write(self, image: np.ndarray, times_s=None, frame_files: bool = False) -> dict:
+        """Write the output file(s); returns {"output": path} and, for dynamic MR, "sequence" (the
+        4D .seq.nrrd Slicer opens as a Sequence, frame times `times_s`, default the frame index)
+        and, with `frame_files`, "frames" (one file per frame)."""
         if self.modality == "CT":
             self._write(self.path, self._ct_units(image.reshape(self.grid.shape)))
             return {"output": str(self.path)}
@@ -431,16 +447,24 @@ class OutputPlan:
         if frames.shape[0] == 1:
             self._write(self.path, frames[0])
             return {"output": str(self.path)}
-        # Dynamic MR: one file per frame (loadable one by one or as a Slicer sequence) and, at the
-        # output path, the mean over time, which is what a static scan of the same data shows.
+        from ..io.sequence import write_sequence
+
+        # Dynamic MR: the series as one Sequence file, and at the output path the mean over time,
+        # which is what a static scan of the same data shows.
+        times = np.arange(frames.shape[0], dtype=float) if times_s is None else np.asarray(times_s, dtype=float)
         stem, ext = _stem_path(self.path), _extension(self.path)
-        paths = []
-        for n, frame in enumerate(frames):
-            p = stem.with_name(f"{stem.name}_frame{n:03d}{ext}")
-            self._write(p, frame)
-            paths.append(str(p))
+        sequence = write_sequence(stem.with_name(stem.name + ".seq.nrrd"), frames, self.grid, times)
+        out = {"output": str(self.path), "sequence": str(sequence), "frame_times_s": times.tolist()}
+        if self.path.name.lower().endswith(".seq.nrrd"):
+            return {**out, "output": str(sequence)}
         self._write(self.path, frames.mean(axis=0))
-        return {"output": str(self.path), "frames": paths}
+        if frame_files:
+            out["frames"] = []
+            for n, frame in enumerate(frames):
+                p = stem.with_name(f"{stem.name}_frame{n:03d}{ext}")
+                self._write(p, frame)
+                out["frames"].append(str(p))
+        return out
 
     def _write(self, path: Path, array: np.ndarray) -> None:
         from ..io.volume import write_volume

@@ -380,8 +380,10 @@ def test_mr_static_magnitude_output(cases, tmp_path, method, iterations):
     assert np.load(preview["path"]).shape == (32, 32)
 
 
-def test_dynamic_mr_writes_one_file_per_frame_and_the_mean(cases, tmp_path):
-    events, final = _run({"measurement": str(cases["mr3"]), "method": "adjoint",
+def test_dynamic_mr_writes_a_sequence_the_mean_and_frames_on_request(cases, tmp_path):
+    from INRReconLib.io.sequence import read_sequence
+
+    events, final = _run({"measurement": str(cases["mr3"]), "method": "adjoint", "frame_files": True,
                           "output": str(tmp_path / "dyn.nrrd"), "preview_every": 1}, tmp_path / "job")
     assert final["event"] == "result", final.get("detail")
     assert [Path(p).name for p in final["frames"]] == ["dyn_frame000.nrrd", "dyn_frame001.nrrd", "dyn_frame002.nrrd"]
@@ -389,6 +391,14 @@ def test_dynamic_mr_writes_one_file_per_frame_and_the_mean(cases, tmp_path):
     mean, grid = read_volume(final["output"])
     assert grid == MR_GRID
     np.testing.assert_allclose(mean[0], frames.mean(axis=0), rtol=1e-5, atol=1e-6)
+    series, series_grid, times = read_sequence(final["sequence"])
+    assert Path(final["sequence"]).name == "dyn.seq.nrrd" and series_grid == MR_GRID
+    np.testing.assert_array_equal(series[:, 0], frames)
+    np.testing.assert_allclose(times, final["frame_times_s"])
+    # without frame_files: the sequence and the mean only
+    _, final = _run({"measurement": str(cases["mr3"]), "method": "adjoint", "output": str(tmp_path / "d2.nrrd")},
+                    tmp_path / "job2")
+    assert "frames" not in final and Path(final["sequence"]).is_file()
     # frames differ as the truth does (the object moves one voxel per frame)
     truth = cases["mr3_truth"]
     assert np.corrcoef(frames[2].ravel(), truth[2].ravel())[0, 1] > np.corrcoef(frames[2].ravel(), truth[0].ravel())[0, 1]

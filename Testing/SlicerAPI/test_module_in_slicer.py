@@ -236,6 +236,51 @@ def test_apply_runs_a_scripted_worker_and_cleans_up(widget, tmp_path):
     assert widget.ui.progressBar.value == 100
 
 
+def test_a_dynamic_result_becomes_a_sequence_with_a_time_intensity_curve(widget, tmp_path):
+    from INRReconLib.io.sequence import write_sequence
+    from INRReconLib.io.volume import write_volume
+    from INRReconLib.physics.grid import ImageGrid
+    from INRReconLib.simulate import simulate_mr
+
+    grid = ImageGrid.centred((1, 12, 12), (2.0, 2.0, 5.0))
+    frames = np.stack([np.full(grid.shape, 0.1 * (f + 1), np.float32) for f in range(3)])
+    m = simulate_mr(frames.astype(np.complex64), grid, n_spokes=6, n_frames=3, spoke_interval_s=0.01)
+    path = str(write_measurement(m, tmp_path / "dynamic.h5"))
+    mean, seq = tmp_path / "out.nrrd", tmp_path / "out.seq.nrrd"
+    write_volume(mean, frames.mean(axis=0), grid)
+    write_sequence(seq, frames, grid, [0.0, 0.5, 1.0])
+    script = [{"event": "started"},
+              {"event": "result", "output": str(mean), "sequence": str(seq), "frame_times_s": [0.0, 0.5, 1.0],
+               "cancelled": False, "metrics": {}}]
+    widget.logic.runnerFactory = lambda job_dir: FakeRunner(script, job_dir=job_dir)
+    for view in ("Red", "Yellow", "Green"):  # the standard views' composite nodes, as Slicer's layout has them
+        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
+    p = widget._parameterNode
+    p.method, p.measurementPath = "stinr", path
+    assert p.preset == "stinr-fast"  # the dynamic method's own preset, once the file and method are chosen
+    widget.ui.applyButton.click()
+    for _ in range(20):
+        widget._timer.fire()
+    output = p.outputVolume
+    sequence = slicer.mrmlScene.GetNodeByID(output.GetAttribute("INRRecon.sequence"))
+    assert sequence.GetNumberOfDataNodes() == 3
+    browser = slicer.mrmlScene.GetNodeByID(output.GetAttribute("INRRecon.sequenceBrowser"))
+    assert browser.GetMasterSequenceNode() is sequence
+    assert slicer.modules.sequences.toolBar().active is browser and slicer.modules.sequences.toolbar_visible
+    proxy = browser.GetProxyNode(sequence)
+    composites = [slicer.mrmlScene.GetNthNodeByClass(n, "vtkMRMLSliceCompositeNode")
+                  for n in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    shown = {c.GetBackgroundVolumeID() for c in composites if c.GetLayoutName() in ("Red", "Yellow", "Green")}
+    assert shown == {proxy.GetID()}  # the views play the frames
+    label = add_volume(slicer.mrmlScene, np.ones(grid.shape, np.int16), ijk_to_ras_from_grid(grid), "all",
+                       class_name="vtkMRMLLabelMapVolumeNode")
+    p.curveRegion = label
+    widget.ui.curveButton.click()
+    chart = slicer.modules.plots.logic().shown[-1]
+    table = chart.GetNthPlotSeriesNode(0).GetTableNode().GetTable()
+    np.testing.assert_allclose([table.GetValue(r, 1).ToDouble() for r in range(3)], [0.1, 0.2, 0.3], rtol=1e-5)
+
+
 def test_the_self_test_passes():
     test = INRRecon.INRReconTest()
     test.runTest()

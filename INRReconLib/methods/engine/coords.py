@@ -23,24 +23,29 @@ from ...errors import InputError
 class CoordinateFrame:
     """centre_mm: the fitted grid's centre (LPS); direction: its 3x3 direction, row-major;
     half_extent_mm: the divisor; spatial_dims: 2 (x, y) or 3; time_span_s: (t0, t1) for a
-    spatiotemporal field, else None."""
+    spatiotemporal field, else None; time_extent e: the span maps onto [-e, e] (e < 1: every
+    resolution level of the field sees fewer cells along time than along space, so neighbouring
+    frames share more of it)."""
 
     centre_mm: tuple
     direction: tuple
     half_extent_mm: float
     spatial_dims: int
     time_span_s: Optional[tuple] = None
+    time_extent: float = 1.0
 
     @classmethod
-    def of_grid(cls, grid, time_span_s=None) -> "CoordinateFrame":
+    def of_grid(cls, grid, time_span_s=None, time_extent: float = 1.0) -> "CoordinateFrame":
         if time_span_s is not None:
             t0, t1 = (float(t) for t in time_span_s)
             if not t1 > t0:
                 raise InputError("time span", f"must run forward in time, got [{t0}, {t1}] s.")
             time_span_s = (t0, t1)
         half = max(n * s for n, s in zip(grid.size, grid.spacing)) / 2.0
+        if not 0 < float(time_extent) <= 1:
+            raise InputError("config temporal_extent", f"must be in (0, 1], got {time_extent!r}.")
         return cls(tuple(float(c) for c in grid.centre_mm), tuple(grid.direction), half,
-                   2 if grid.is_2d else 3, time_span_s)
+                   2 if grid.is_2d else 3, time_span_s, float(time_extent))
 
     @property
     def n_dims(self) -> int:
@@ -78,9 +83,9 @@ class CoordinateFrame:
         return axes
 
     def time_axis(self, times_s, device="cpu") -> torch.Tensor:
-        """Normalised times: t0 -> -1, t1 -> +1 (times outside the span extrapolate)."""
+        """Normalised times: t0 -> -e, t1 -> +e (e = time_extent; times outside the span extrapolate)."""
         if self.time_span_s is None:
             raise InputError("times", "this field has no time axis.", "Render it without times.")
         t0, t1 = self.time_span_s
         t = torch.as_tensor(np.asarray(times_s, dtype=np.float64).reshape(-1))
-        return (2.0 * (t - t0) / (t1 - t0) - 1.0).float().to(device)
+        return ((2.0 * (t - t0) / (t1 - t0) - 1.0) * self.time_extent).float().to(device)

@@ -39,11 +39,14 @@ class Problem:
         # The result's config names the backend that ran, not "auto".
         config.update(backend_config(config, measurement.modality, self.op))
         self.n_coils = self.op.n_coils if self.mr else 1
+        self.n_frames = self.op.n_frames if self.mr else 1
+        self.n_views = 0 if self.mr else int(np.shape(data)[0])
         dtype = torch.complex64 if self.mr else torch.float32
         self.y = torch.as_tensor(data, dtype=dtype, device=device)
         if tuple(self.y.shape) != tuple(self.op.data_shape):
             raise InputError("/data", f"has shape {list(self.y.shape)}, the geometry needs {list(self.op.data_shape)}.",
                              "Write the data in the layout of docs/measurement-format.md for this geometry.")
+        # What the fitting loops raster: CT [nz, ny, nx]; MR [n_frames, nz, ny, nx].
         self.image_shape = tuple(self.op.image_shape)
         self.scale = 1.0
         self.col_spacing = 1.0 if self.mr else isocentre_col_spacing(measurement.geometry)

@@ -29,9 +29,9 @@ def evaluate(field, axes, chunk: int, grad: bool) -> torch.Tensor:
 
 def to_image(values: torch.Tensor, shape, complex_out: bool) -> torch.Tensor:
     """Field values [N, n_out] in lattice order -> an image tensor: real `shape`, or complex
-    [1, *shape] (MR: one frame)."""
+    [n_frames, nz, ny, nx] for `shape` (nz, ny, nx) (MR: one frame) or (n_frames, nz, ny, nx)."""
     if complex_out:
-        return torch.complex(values[:, 0], values[:, 1]).reshape(1, *shape)
+        return torch.complex(values[:, 0], values[:, 1]).reshape(-1, *shape[-3:])
     return values[:, 0].reshape(*shape)
 
 
@@ -58,9 +58,6 @@ def render(model, grid, upsample: int = 1, chunk: int = 262144, times_s=None) ->
         axes = axes + [model.frame.time_axis(times_s, device)]
         shape = (len(axes[-1]),) + shape
     values = evaluate(model, axes, chunk, grad=False)
-    if times_s is not None and model.complex_output:
-        image = torch.complex(values[:, 0], values[:, 1]).reshape(*shape)  # the frames are the leading axis
-    else:
-        image = to_image(values, shape, model.complex_output)
+    image = to_image(values, shape, model.complex_output)
     image = (image * model.intensity_scale).cpu().numpy()
     return image.astype(np.complex64 if np.iscomplexobj(image) else np.float32)

@@ -36,8 +36,11 @@ OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evalu
 def inr_config(method: str, measurement, config, iterations) -> dict:
     """The full config of an INR method on this measurement: its default preset (or the one the
     config names) updated with the user's keys, checked (options.INR), the field made explicit."""
+    from ..registry import METHODS
+
+    context = measurement_context(measurement.modality, measurement.geometry.type, measurement.grid)
     cfg = load_config(dict(config or {}), method=method,
-                      **measurement_context(measurement.modality, measurement.geometry.type, measurement.grid))
+                      default=METHODS[method].preset_rule(context["modality"], context["cone_3d"]), **context)
     if iterations is not None:
         cfg["iterations"] = int(iterations)
     # The preset's own values too (a preset file edited by hand).
@@ -66,6 +69,7 @@ class InrRun:
         self.start = time.perf_counter()
         self.problem = None
         self.axes = None  # the fitting grid's coordinates, set with the model
+        self.times_s = None  # a spatiotemporal model's frame times
         self.extra: dict = {}
         self.aligned_prior = None
 
@@ -84,9 +88,10 @@ class InrRun:
         self.problem = Problem(self.measurement, self.cfg, self.device, frames=self.frames)
         return self.problem
 
-    def new_model(self, reference: torch.Tensor) -> FieldImage:
+    def new_model(self, reference: torch.Tensor, times_s=None) -> FieldImage:
         """A freshly initialised model whose unit is set by `reference` (an image in physics units:
-        the prior, or a quick estimate from the data): its robust maximum becomes 1."""
+        the prior, or a quick estimate from the data): its robust maximum becomes 1. times_s: the
+        frame times of a spatiotemporal model (a field of space and time, one frame per time)."""
         scale = robust_max(reference)
         if not scale > 0:
             scale = float(reference.abs().max()) or 1.0
@@ -94,10 +99,14 @@ class InrRun:
         self.extra["intensity_scale"] = scale
         torch.manual_seed(int(self.cfg["seed"]))
         grid = self.measurement.grid
-        frame = CoordinateFrame.of_grid(grid)
+        span = None if times_s is None else (float(times_s[0]), float(times_s[-1]))
+        frame = CoordinateFrame.of_grid(grid, span, self.cfg["temporal_extent"] if span is not None else 1.0)
         field = build_field(self.cfg["field"], frame.n_dims, 2 if self.problem.mr else 1, self.device)
         model = FieldImage(field, frame, intensity_scale=scale, complex_output=self.problem.mr)
         self.axes = frame.spatial_axes(grid, 1, self.device)
+        if times_s is not None:
+            self.times_s = [float(t) for t in times_s]
+            self.axes = self.axes + [frame.time_axis(self.times_s, self.device)]
         return model
 
     def embed(self, model, image: torch.Tensor) -> bool:
@@ -107,16 +116,24 @@ class InrRun:
         self.extra["embed_seconds"] = self.elapsed()
         return cancelled
 
-    def fit(self, model, embedded: bool = False) -> ReconResult:
+    def fit(self, model, embedded: bool = False, times_out=None) -> ReconResult:
+        """Fit the model to the data; the result at `times_out` (a spatiotemporal model; default:
+        its frame times)."""
         steps, cancelled, fit_extra = fit_measurements(model, self.axes, self.problem, self.cfg, self.monitor,
-                                                       embedded=embedded)
+                                                       embedded=embedded, times_s=self.times_s)
         self.extra.update(fit_extra)
-        return self.result(model, steps, cancelled)
+        return self.result(model, steps, cancelled, times_out)
 
-    def result(self, model, steps: int, cancelled: bool) -> ReconResult:
-        return ReconResult(image=render(model, self.measurement.grid), config=self.cfg, iterations=steps,
-                           seconds=self.elapsed(), cancelled=cancelled, history=list(self.monitor.history),
-                           extra=self.extra, aligned_prior=self.aligned_prior, field=model)
+    def result(self, model, steps: int, cancelled: bool, times_s=None) -> ReconResult:
+        """The result on the measurement grid; a spatiotemporal model at `times_s` (default: the
+        frame times it was fitted at), which extra["frame_times_s"] records."""
+        times_s = self.times_s if times_s is None else [float(t) for t in times_s]
+        if times_s is not None:
+            self.extra["frame_times_s"] = times_s
+        return ReconResult(image=render(model, self.measurement.grid, times_s=times_s), config=self.cfg,
+                           iterations=steps, seconds=self.elapsed(), cancelled=cancelled,
+                           history=list(self.monitor.history), extra=self.extra, aligned_prior=self.aligned_prior,
+                           field=model)
 
     def stopped_early(self, image) -> ReconResult:
         """Cancelled before a model exists: `image` (e.g. a reference reconstruction) is the result."""

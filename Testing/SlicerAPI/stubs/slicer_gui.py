@@ -290,6 +290,60 @@ def loadUI(path):
     return top
 
 
+class _PlotsLogic:
+    """slicer.modules.plots.logic() (vtkSlicerPlotsLogic): records the charts it was asked to show."""
+
+    def __init__(self):
+        self.shown = []
+
+    def ShowChartInLayout(self, chart):
+        self.shown.append(chart)
+
+
+class _SequencesLogic:
+    """slicer.modules.sequences.logic() (vtkSlicerSequencesLogic), the one call the module makes:
+    a proxy volume per browser showing the selected item, as Slicer's logic creates it."""
+
+    def UpdateProxyNodesFromSequences(self, browser):
+        sequence = browser.GetMasterSequenceNode()
+        if browser.GetProxyNode(sequence) is None:
+            scene = browser.GetScene()
+            proxy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", sequence.GetName())
+            item = sequence.GetNthDataNode(max(0, browser.GetSelectedItemNumber()))
+            proxy.CopyContent(item)
+            browser.AddProxyNode(proxy, sequence, False)
+
+
+class _SequencesToolBar:
+    def __init__(self):
+        self.active = None
+
+    def setActiveBrowserNode(self, browser):
+        self.active = browser
+
+
+class _SequencesModule:
+    def __init__(self):
+        self._logic, self._toolbar, self.toolbar_visible = _SequencesLogic(), _SequencesToolBar(), False
+
+    def logic(self):
+        return self._logic
+
+    def toolBar(self):
+        return self._toolbar
+
+    def setToolBarVisible(self, visible):
+        self.toolbar_visible = bool(visible)
+
+
+class _Module:
+    def __init__(self, logic):
+        self._logic = logic
+
+    def logic(self):
+        return self._logic
+
+
 def install(slicer, scene, startup_env=None):
     """Put the GUI stand-ins on the `slicer` package (slicer-core provides MRML and util)."""
     for cls in (qMRMLWidget, qMRMLNodeComboBox, qMRMLSliderWidget, qMRMLSpinBox, qMRMLRangeWidget,
@@ -298,6 +352,8 @@ def install(slicer, scene, startup_env=None):
     slicer.mrmlScene = scene
     slicer.app = App(startup_env)
     slicer.modules = type("modules", (), {})()
+    slicer.modules.plots = _Module(_PlotsLogic())
+    slicer.modules.sequences = _SequencesModule()
     slicer.selfTests = {}
     slicer.util.loadUI = loadUI
     slicer.util.mainWindow = lambda: None
