@@ -251,6 +251,16 @@ def _dynamic_overrides(args) -> dict:
         except ValueError:
             raise InputError("--times-out", f"must be comma-separated seconds, got {args.times_out!r}.",
                              "e.g. --times-out 0.05,0.15,0.25") from None
+    from .methods.registry import METHODS
+
+    # A flag the method would ignore is an error, not a silent static reconstruction.
+    rules = {"--spokes-per-frame": (("spokes_per_frame",), lambda spec: "frames" in spec.reads),
+             "--frames-out / --times-out": (("frames_out", "times_out_s"),
+                                            lambda spec: "frames" in spec.reads and spec.field)}
+    for flag, (keys, applies) in rules.items():
+        if any(k in out for k in keys) and not applies(METHODS[args.method]):
+            users = ", ".join(n for n, spec in METHODS.items() if applies(spec))
+            raise InputError(flag, f"does not apply to method {args.method!r}.", f"Use it with: {users}.")
     return out
 
 

@@ -196,9 +196,9 @@ def _validate_mr(data, grid: ImageGrid, geometry) -> None:
                              f"{list(times.shape)}.", "Give one acquisition time (s) per frame, or leave it out.")
         _check_finite(times, "/geometry/frame_times_s")
     if geometry.spoke_times_s is not None:
-        if geometry.type != "noncartesian":
-            raise InputError("/geometry/spoke_times_s", "applies to radial (non-Cartesian) spokes only.",
-                             "Leave it out for Cartesian data.")
+        if geometry.type != "noncartesian" or not grid.is_2d:
+            raise InputError("/geometry/spoke_times_s", "applies to 2D radial (non-Cartesian) spokes only.",
+                             "Leave it out for Cartesian or 3D data.")
         check_spoke_times(geometry.spoke_times_s, n_frames, n_samples)
     _check_finite(data, "/data")
 

@@ -240,7 +240,7 @@ INR = (
            maximum=1, needs="frames"),
     Option("spokes_per_frame", SPOKES_PER_FRAME.doc, kind="int", minimum=0, needs="frames"),
     Option("frames_out", "dynamic: render this many frames evenly over the acquisition (0: at the data's frame "
-           "times; more: temporal super-resolution)", kind="int", minimum=0, needs="frames"),
+           "times; more: temporal super-resolution)", kind="int", minimum=0, maximum=10000, needs="frames"),
     Option("times_out_s", "dynamic: render at these times (s) instead (empty: frames_out)", kind="floats",
            needs="frames"),
     Option("subsets", "CT ordered subsets of views, one per step (1: all views)", kind="int", minimum=1),

@@ -72,12 +72,18 @@ def bin_spokes(measurement, spokes_per_frame: int):
     from .mr_sampling import density_compensation
 
     geo = measurement.geometry
-    n = int(spokes_per_frame) if isinstance(spokes_per_frame, numbers.Integral) else 0
+    whole = isinstance(spokes_per_frame, numbers.Real) and not isinstance(spokes_per_frame, bool) \
+        and float(spokes_per_frame).is_integer()
+    n = int(spokes_per_frame) if whole else 0
     if n < 1:
         raise InputError("config spokes_per_frame", f"must be a positive integer, got {spokes_per_frame!r}.",
                          "Give the number of spokes per frame (0 keeps the file's frames).")
     if geo.type != "noncartesian":
         raise InputError("config spokes_per_frame", "regroups radial spokes; this acquisition is Cartesian.",
+                         "Leave spokes_per_frame at 0 (the file's frames).")
+    if not measurement.grid.is_2d:
+        raise InputError("config spokes_per_frame", "regroups the spokes of 2D radial data; this grid is 3D "
+                         "(a stack of stars orders its samples by partition, not by spoke).",
                          "Leave spokes_per_frame at 0 (the file's frames).")
     if geo.spoke_times_s is None:
         raise InputError(SPOKE_TIMES, "is missing: the file does not say which samples belong to which spoke "

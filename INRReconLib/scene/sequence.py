@@ -24,13 +24,15 @@ def add_volume_sequence(scene, frames, ijk_to_ras: np.ndarray, times_s, name: st
     if len(times) != frames.shape[0]:
         raise ValueError(f"{frames.shape[0]} frames but {len(times)} times")
     sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(name))
+    # Slicer merges numeric index values closer than 0.001: finely spaced times go in milliseconds.
+    unit, factor = ("ms", 1e3) if len(times) > 1 and np.min(np.abs(np.diff(times))) < 2e-3 else ("s", 1.0)
     sequence.SetIndexName("time")
-    sequence.SetIndexUnit("s")
+    sequence.SetIndexUnit(unit)
     sequence.SetIndexType(sequence.NumericIndex)
     frame_node = scene.CreateNodeByClass("vtkMRMLScalarVolumeNode")  # a template, never added
     for frame, t in zip(frames, times):
         update_volume_from_array(frame_node, frame, ijk_to_ras)
-        sequence.SetDataNodeAtValue(frame_node, f"{t:.{INDEX_DECIMALS}f}")
+        sequence.SetDataNodeAtValue(frame_node, f"{t * factor:.{INDEX_DECIMALS}f}")
     browser = None
     if scene.IsNodeClassRegistered("vtkMRMLSequenceBrowserNode"):
         browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", scene.GenerateUniqueName(f"{name} browser"))
@@ -39,11 +41,12 @@ def add_volume_sequence(scene, frames, ijk_to_ras: np.ndarray, times_s, name: st
 
 
 def sequence_frames(sequence) -> tuple[np.ndarray, list]:
-    """The frames [n_frames, nz, ny, nx] and index values (s) of a volume sequence."""
+    """The frames [n_frames, nz, ny, nx] and their times (s) of a volume sequence."""
+    factor = 1e-3 if sequence.GetIndexUnit() == "ms" else 1.0
     frames, times = [], []
     for i in range(sequence.GetNumberOfDataNodes()):
         frames.append(np.array(array_from_volume(sequence.GetNthDataNode(i))))
-        times.append(float(sequence.GetNthIndexValue(i)))
+        times.append(float(sequence.GetNthIndexValue(i)) * factor)
     return np.stack(frames), times
 
 

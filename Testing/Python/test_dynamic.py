@@ -103,6 +103,9 @@ def test_binning_errors(dynamic):
         bin_spokes(m, FRAMES * SPOKES + 1)
     with pytest.raises(InputError, match="positive integer"):
         bin_spokes(m, 0)
+    with pytest.raises(InputError, match="positive integer"):
+        bin_spokes(m, True)
+    assert bin_spokes(m, 10.0)[1]["frames"] == 4  # a whole number from JSON/YAML
     import dataclasses
 
     backwards = m.geometry.spoke_times_s.copy()
@@ -244,3 +247,8 @@ def test_cli_bins_spokes_and_renders_more_frames(dynamic, tmp_path):
     assert frames.shape[0] == 11 and times[0] == pytest.approx(frame_times(m.geometry)[0])
     assert main(["reconstruct", str(path), "--method", "stinr", "--times-out", "soon", "--device", "cpu",
                  "--out", str(tmp_path / "x.nrrd")]) == 2
+    # a flag the method would ignore is refused, not dropped
+    assert main(["reconstruct", str(path), "--method", "inr", "--spokes-per-frame", "10", "--device", "cpu",
+                 "--out", str(tmp_path / "y.nrrd")]) == 2
+    assert main(["reconstruct", str(path), "--method", "grasp", "--frames-out", "9", "--device", "cpu",
+                 "--out", str(tmp_path / "z.nrrd")]) == 2

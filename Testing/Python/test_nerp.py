@@ -361,7 +361,8 @@ def test_nerp_cone_beam_3d():
 
 
 def test_tv_weight_scales_with_grid_and_coils():
-    """tv_weight is quoted for a 128-wide grid and one coil: ×n/128 for the grid, ÷√coils."""
+    """tv_weight is quoted for a 128-wide grid, one coil and 20 CT views: ×n/128 for the grid,
+    ÷√coils, ×20/views above 20 views."""
     from inr_cases import sparse_ct_case
 
     from INRReconLib.methods.engine.fitting import tv_weight
@@ -373,6 +374,9 @@ def test_tv_weight_scales_with_grid_and_coils():
     ct, _, _ = sparse_ct_case(n=32, views=8)
     cfg = load_config({"preset": "hash-ct", "tv_weight": 0.01})
     assert tv_weight(cfg, Problem(ct, cfg, "cpu")) == pytest.approx(0.01 * 32 / 128)
+    # more than the 20 views the CT presets were tuned on: 20/views of it (fewer keep it)
+    ct60, _, _ = sparse_ct_case(n=32, views=60)
+    assert tv_weight(cfg, Problem(ct60, cfg, "cpu")) == pytest.approx(0.01 * 32 / 128 * 20 / 60)
 
     n, coils = 64, 4
     grid = ImageGrid.centred((1, n, n), (1.0, 1.0, 1.0))

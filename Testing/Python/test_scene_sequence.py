@@ -41,6 +41,9 @@ def test_sequence_and_curve_from_arrays():
     back, times = sequence_frames(sequence)
     np.testing.assert_array_equal(back, frames)
     assert times == [0.0, 0.5, 1.0, 1.5]
+    # finely spaced times: the index in ms (Slicer merges values closer than 0.001), read back in s
+    fine, _ = add_volume_sequence(scene, frames, ijk, [0.0, 0.0005, 0.001, 0.0015], "fast")
+    assert fine.GetIndexUnit() == "ms" and sequence_frames(fine)[1] == pytest.approx([0.0, 0.0005, 0.001, 0.0015])
     # slicer-core has no Sequences module: no browser there (Slicer makes one: Testing/SlicerAPI)
     assert browser is None or browser.GetMasterSequenceNode() is sequence
     # the region: a label map on the frames' grid over the rising square
