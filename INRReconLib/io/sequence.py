@@ -11,20 +11,28 @@ spaced more finely are written in milliseconds. Written atomically (temporary fi
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..physics.grid import ImageGrid
+from .atomic import atomic_target
 
 MAGIC = b"NRRD0004"
 
 
 def _vector(v) -> str:
     return "(" + ",".join(f"{float(c):.17g}" for c in v) + ")"
+
+
+def time_index(times_s) -> tuple:
+    """(unit, values) for a Sequence's numeric index: seconds, or milliseconds when frames lie
+    closer than 2 ms (Slicer merges index values closer than 0.001)."""
+    times = np.asarray(times_s, dtype=np.float64).reshape(-1)
+    if times.size > 1 and np.min(np.abs(np.diff(times))) < 2e-3:
+        return "ms", times * 1e3
+    return "s", times
 
 
 def write_sequence(path, frames, grid: ImageGrid, times_s) -> Path:
@@ -36,9 +44,7 @@ def write_sequence(path, frames, grid: ImageGrid, times_s) -> Path:
     times = np.asarray(times_s, dtype=np.float64).reshape(-1)
     if times.shape != (frames.shape[0],) or not np.all(np.isfinite(times)):
         raise InputError("frame times", f"need one finite time per frame ({frames.shape[0]}), got {times.shape[0]}.")
-    unit, values = "s", times
-    if times.size > 1 and np.min(np.abs(np.diff(times))) < 2e-3:
-        unit, values = "ms", times * 1e3
+    unit, values = time_index(times)
     direction = np.asarray(grid.direction, dtype=float).reshape(3, 3)
     axes = [direction[:, i] * grid.spacing[i] for i in range(3)]  # x, y, z index axes in LPS mm
     nx, ny, nz = grid.size
@@ -62,16 +68,8 @@ def write_sequence(path, frames, grid: ImageGrid, times_s) -> Path:
     # NRRD's first axis is the fastest: frames vary fastest, then x, y, z.
     payload = gzip.compress(np.ascontiguousarray(np.moveaxis(frames, 0, -1)).astype("<f4").tobytes(), 6)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(header.encode("ascii") + payload)
     return path
 
 

@@ -278,9 +278,6 @@ def grasp(measurement, *, prior=None, config=None, iterations=None, device="cpu"
     """GRASP-like reconstruction of dynamic data (Feng et al. 2014): tv's PDHG with temporal TV
     alone, min_x ½‖Ax − y‖² + λ_eff TV_t(x)."""
     cfg = options.check_config(dict(config or {}), options.GRASP, "grasp")
-    if np.shape(measurement.data)[0] < 2:
-        raise InputError("/data", "has one frame: GRASP's temporal TV needs a time series.",
-                         "Use tv or cgsense for a static image, or bin the spokes into frames (spokes_per_frame).")
     result = _tv(measurement, {**cfg, "temporal_weight": 1.0, "spatial_weight": 0.0}, iterations, device, monitor)
     result.config = {k: v for k, v in result.config.items() if k in cfg}  # with the NUFFT that ran
     return result
@@ -384,9 +381,6 @@ def lps(measurement, *, prior=None, config=None, iterations=None, device="cpu", 
     cfg = options.check_config(dict(config or {}), options.LPS, "lps")
     monitor = monitor or Monitor()
     device = torch.device(device)
-    if np.shape(measurement.data)[0] < 2:
-        raise InputError("/data", "has one frame: L+S separates a time series into background and change.",
-                         "Use cgsense or tv for a static image, or bin the spokes into frames (spokes_per_frame).")
     n_iter = int(iterations or LPS_ITERATIONS)
     measurement, estimated = _with_maps(measurement, device, cfg["nufft"])
     with torch.no_grad():

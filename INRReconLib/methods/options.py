@@ -12,6 +12,7 @@ exactly these keys (a test checks it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -238,7 +239,7 @@ INR = (
     Option("temporal_extent", "dynamic: the acquisition's time span maps onto [-e, e] of the field's input (1: as "
            "space; smaller: coarser in time, frames share more of the field)", kind="float", minimum=0, above=True,
            maximum=1, needs="frames"),
-    Option("spokes_per_frame", SPOKES_PER_FRAME.doc, kind="int", minimum=0, needs="frames"),
+    dataclasses.replace(SPOKES_PER_FRAME, default=None),  # the preset's value
     Option("frames_out", "dynamic: render this many frames evenly over the acquisition (0: at the data's frame "
            "times; more: temporal super-resolution)", kind="int", minimum=0, maximum=10000, needs="frames"),
     Option("times_out_s", "dynamic: render at these times (s) instead (empty: frames_out)", kind="floats",

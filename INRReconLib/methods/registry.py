@@ -152,6 +152,12 @@ def reconstruct(measurement, method: str, *, prior=None, config=None, iterations
         from ..physics.mr_frames import bin_spokes
 
         measurement, binning = bin_spokes(measurement, config["spokes_per_frame"])
+    if "time series" in METHODS[method].returns and len(measurement.data) < 2:
+        static = ", ".join(n for n, s in METHODS.items() if measurement.modality in s.modalities
+                           and "time series" not in s.returns and "prior" not in s.reads)
+        raise InputError("/data", f"has one frame: {method} reconstructs a time series.",
+                         "Bin a continuous acquisition into frames (spokes_per_frame, needs per-spoke times), "
+                         f"or use {static} for a static image.")
     result = fn(measurement, prior=prior, config=config, iterations=iterations, device=device, monitor=monitor)
     if binning is not None:
         result.extra["binning"] = binning

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
 from ..physics.mr_frames import check_frame_times, frame_times
 from .engine.run import InrRun
 
@@ -23,14 +22,8 @@ def output_times(cfg, fitted_times) -> list:
 
 def stinr(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None):
     """Fit a field of space and time to all frames (`prior` is ignored). Its unit comes from a few
-    CGLS iterations on all frames; its time axis from the frame times (physics/mr_frames.py)."""
-    if measurement.modality != "MR":
-        raise InputError("method", "stinr reconstructs dynamic MR k-space.", "Use nerp, inr or tv for CT data.")
-    n_frames = int(np.shape(measurement.data)[0])
-    if n_frames < 2:
-        raise InputError("/data", "has one frame: stinr reconstructs a time series.",
-                         "Bin a continuous acquisition into frames (spokes_per_frame, needs per-spoke times), "
-                         "or use nerp / inr for a static image.")
+    CGLS iterations on all frames; its time axis from the frame times (physics/mr_frames.py).
+    The registry refuses MR data of one frame (and other modalities) before it gets here."""
     times = check_frame_times(frame_times(measurement.geometry))
     run = InrRun("stinr", measurement, config, iterations, device, monitor, frames=True)
     with run.guard():

@@ -121,19 +121,13 @@ def select_frames(measurement, frames):
     """A new Measurement with only the given frames (indices, in order) and their times: e.g.
     every second frame, to fit on those and render the others (temporal super-resolution)."""
     idx = [int(f) for f in frames]
-    new_geo = select_geometry_frames(measurement.geometry, idx)
-    return dataclasses.replace(measurement, data=np.ascontiguousarray(np.asarray(measurement.data)[idx]),
-                               geometry=new_geo, attrs=dict(measurement.attrs))
-
-
-def select_geometry_frames(geo, frames):
-    """The MR geometry of the given frames only (mask / trajectory / dcf / times per frame; the
-    coil maps are shared)."""
-    idx = [int(f) for f in frames]
+    geo = measurement.geometry
     if not idx or min(idx) < 0 or max(idx) >= geo.n_frames:
         raise InputError("frames", f"must be indices in [0, {geo.n_frames}), got {idx}.")
 
     def pick(a):
         return None if a is None else np.ascontiguousarray(np.asarray(a)[idx])
-    return dataclasses.replace(geo, mask=pick(geo.mask), trajectory=pick(geo.trajectory), dcf=pick(geo.dcf),
-                               spoke_times_s=pick(geo.spoke_times_s), frame_times_s=frame_times(geo)[idx])
+    new_geo = dataclasses.replace(geo, mask=pick(geo.mask), trajectory=pick(geo.trajectory), dcf=pick(geo.dcf),
+                                  spoke_times_s=pick(geo.spoke_times_s), frame_times_s=frame_times(geo)[idx])
+    return dataclasses.replace(measurement, data=pick(measurement.data), geometry=new_geo,
+                               attrs=dict(measurement.attrs))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .volumes import array_from_volume, ensure_display_node, get_ijk_to_ras, update_volume_from_array
-
-INDEX_DECIMALS = 6  # index values as text; Slicer merges numeric values closer than 0.001
+from ..io.sequence import time_index
+from .volumes import array_from_volume, get_ijk_to_ras, update_volume_from_array
 
 
 def add_volume_sequence(scene, frames, ijk_to_ras: np.ndarray, times_s, name: str):
@@ -24,15 +23,14 @@ def add_volume_sequence(scene, frames, ijk_to_ras: np.ndarray, times_s, name: st
     if len(times) != frames.shape[0]:
         raise ValueError(f"{frames.shape[0]} frames but {len(times)} times")
     sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(name))
-    # Slicer merges numeric index values closer than 0.001: finely spaced times go in milliseconds.
-    unit, factor = ("ms", 1e3) if len(times) > 1 and np.min(np.abs(np.diff(times))) < 2e-3 else ("s", 1.0)
+    unit, values = time_index(times)  # as the .seq.nrrd file: ms for finely spaced frames
     sequence.SetIndexName("time")
     sequence.SetIndexUnit(unit)
     sequence.SetIndexType(sequence.NumericIndex)
     frame_node = scene.CreateNodeByClass("vtkMRMLScalarVolumeNode")  # a template, never added
-    for frame, t in zip(frames, times):
+    for frame, value in zip(frames, values):
         update_volume_from_array(frame_node, frame, ijk_to_ras)
-        sequence.SetDataNodeAtValue(frame_node, f"{t * factor:.{INDEX_DECIMALS}f}")
+        sequence.SetDataNodeAtValue(frame_node, f"{value:.6f}")
     browser = None
     if scene.IsNodeClassRegistered("vtkMRMLSequenceBrowserNode"):
         browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", scene.GenerateUniqueName(f"{name} browser"))
@@ -104,13 +102,3 @@ def time_intensity_curve(scene, sequence, region_node, name: str):
     chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return table_node, chart, means
 
-
-def show_frame(scene, sequence, index: int, node=None, name: str = "frame"):
-    """Copy frame `index` into a volume node (a new one unless given) and return it: what a
-    proxy node shows, for scenes without the Sequences module."""
-    data = sequence.GetNthDataNode(int(index))
-    if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
-    update_volume_from_array(node, array_from_volume(data), get_ijk_to_ras(data))
-    ensure_display_node(node, scene).AutoWindowLevelOn()
-    return node

@@ -137,11 +137,12 @@ class WorkerMonitor(Monitor):
     """Turns a method's per-iteration reports into progress and preview events, and the stop
     flag into `stop_requested()`.
 
-    display: maps the method's current image (physics units) to a real [nz, ny, nx] array in the
+    display(image, frame): maps the method's current image (physics units; frame: which one of a
+    dynamic series, None for the middle) to a real [nz, ny, nx] array in the
     units the output will have (HU, 1/mm or MR magnitude)."""
 
     def __init__(self, emit: Emit, stop: threading.Event, job_dir: Path, grid, preview_every: int,
-                 preview_mode: str, display: Callable[[np.ndarray], np.ndarray], t0: float,
+                 preview_mode: str, display: Callable[..., np.ndarray], t0: float,
                  info: Optional[dict] = None):
         super().__init__()
         self.emit, self.stop, self.job_dir, self.grid = emit, stop, Path(job_dir), grid
@@ -181,8 +182,7 @@ class WorkerMonitor(Monitor):
         n_frames = image.size // int(np.prod(self.grid.shape)) if np.iscomplexobj(image) else 1
         # Dynamic MR: every preview shows the next frame, so the views play the series as it fits.
         frame = self.previews_written % n_frames if n_frames > 1 else None
-        array, fields = preview_payload(self.display(image, frame) if frame is not None else self.display(image),
-                                        self.preview_mode)
+        array, fields = preview_payload(self.display(image, frame), self.preview_mode)
         if frame is not None:
             fields.update({"frame": int(frame), "n_frames": int(n_frames)})
         self.previews_written += 1

@@ -84,7 +84,7 @@ def regulariser(cfg, problem):
     if w > 0:
         terms.append(lambda img: w * tv_loss(img))
     if problem.n_frames > 1:
-        wt, wl = float(cfg.get("temporal_tv_weight") or 0), float(cfg.get("low_rank_weight") or 0)
+        wt, wl = float(cfg["temporal_tv_weight"]), float(cfg["low_rank_weight"])
         if wt > 0:
             terms.append(lambda img: wt * temporal_tv_loss(img))
         if wl > 0:
