@@ -51,6 +51,7 @@ _ensureLibraryOnPath()
 from INRReconLib.methods import options as _options  # noqa: E402
 from INRReconLib.methods.presets import preset_names as _preset_names  # noqa: E402
 from INRReconLib.methods.registry import METHODS as METHOD_SPECS  # noqa: E402
+from INRReconLib.io import readers as _readers  # noqa: E402
 
 METHODS = tuple(METHOD_SPECS)
 FIELD_METHODS = tuple(n for n, spec in METHOD_SPECS.items() if spec.field)  # output can be written on a finer grid
@@ -72,7 +73,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # The interpreter for the worker is an application setting, never a scene parameter: a scene file
 # someone sends must not be able to choose the executable that Apply starts.
 WORKER_PYTHON_SETTING = "INRRecon/WorkerPython"
-MEASUREMENT_EXTENSIONS = (".h5", ".hdf5")
+MEASUREMENT_EXTENSIONS = _readers.SUFFIXES  # INRRecon .h5 and the scanner formats io/readers.py reads
 DOCUMENTATION_URL = "https://github.com/inrrecon/SlicerINRRecon#in-3d-slicer"
 
 
@@ -95,7 +96,7 @@ class INRRecon(ScriptedLoadableModule):
             "with implicit neural representations: a small network maps coordinates to intensity and is "
             "fitted so that the scanner's forward model reproduces the measurement. "
             "Pick an earlier scan of the patient as the <b>prior</b> (NeRP), load the new measurement "
-            "(<code>.h5</code>, see docs/measurement-format.md in the project), press <b>Apply</b> and watch the reconstruction "
+            "(<code>.h5</code>, see docs/measurement-format.md in the project, or Siemens raw data <code>.dat</code>), press <b>Apply</b> and watch the reconstruction "
             "converge in the slice views. Several fractions can be reconstructed as a series, each using the "
             "previous result as prior, and compared side by side. Classical baselines (FBP/FDK, SIRT, CGLS, "
             "TV, adjoint NUFFT, CG-SENSE) are included for reference. "
@@ -341,7 +342,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("Start the reconstruction")
             self.ui.applyButton.enabled = True
         else:
-            self.ui.applyButton.toolTip = _("Select a measurement file (.h5)")
+            self.ui.applyButton.toolTip = _("Select a measurement file (.h5, or Siemens raw data .dat)")
             self.ui.applyButton.enabled = False
         self.ui.compareButton.enabled = bool(p and p.priorVolume and p.outputVolume)
 
@@ -371,7 +372,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onAddSeriesFiles(self) -> None:
         paths = qt.QFileDialog.getOpenFileNames(
-            slicer.util.mainWindow(), _("Measurements of later fractions"), "", _("INRRecon measurement (*.h5)"))
+            slicer.util.mainWindow(), _("Measurements of later fractions"), "", _("INRRecon measurement (*.h5);;Siemens raw data (*.dat)"))
         if paths:
             current = self._parameterNode.seriesPaths.strip()
             self._parameterNode.seriesPaths = "\n".join(([current] if current else []) + list(paths))
@@ -806,7 +807,7 @@ class INRReconFileReader:
         return "INRReconMeasurement"
 
     def extensions(self):
-        return [_("INRRecon measurement") + " (" + " ".join("*" + e for e in MEASUREMENT_EXTENSIONS) + ")"]
+        return [_("INRRecon measurement or scanner raw data") + " (" + " ".join("*" + e for e in MEASUREMENT_EXTENSIONS) + ")"]
 
     def canLoadFile(self, filePath):
         return self.canLoadFileConfidence(filePath) > 0.0

@@ -2,7 +2,8 @@
 
 Methods are given as NAME or NAME:PRESET (e.g. `nerp:hash-ct`). The `convergence` group fits the
 same INR with plain L2, filtered least squares and ADMM and records PSNR against iterations; the
-`nufft` group times the NUFFT backends (bench_nufft.py).
+`nufft` group times the NUFFT backends (bench_nufft.py); the `batch` group times `inrrecon
+batch` against running the same rows one after the other (bench_batch.py).
 Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
 are wall time of `reconstruct` on the chosen device.
 """
@@ -37,7 +38,7 @@ class _CurveMonitor:
 
             def report(self, stage, iteration, total, loss=None, current=None, **extra):
                 super().report(stage, iteration, total, loss=loss, **extra)
-                fitting = stage not in ("prior-registration", "prior-embedding")
+                fitting = stage not in ("prior-registration", "prior-change", "prior-embedding")
                 if current is not None and fitting and (iteration % every == 0 or iteration == total):
                     img = np.asarray(current())
                     self.curve.append((int(iteration), float(psnr(_magnitude(img), truth))))
@@ -199,6 +200,7 @@ def run_bench(args) -> int:
         for g, specs in CASE_GROUPS.items():
             print(f"{g}: " + ", ".join(f"{k}({', '.join(f'{a}={b}' for a, b in kw.items())})" for k, kw in specs))
         print("convergence: LS vs FLS vs ADMM curves on the 128² thorax slice")
+        print("batch: 8 small CT rows serially and with inrrecon batch --workers 2 (needs the batch extra)")
         print("nufft: forward / adjoint / normal of each NUFFT backend, 256² x 8 coils x 40 spokes and "
               "128² x 20 frames x 8 coils")
         return 0
@@ -217,6 +219,14 @@ def run_bench(args) -> int:
     for group in groups:
         if group == "convergence":
             result["convergence"] = _convergence(out, device, args.iterations)
+            _write_json(out / "bench.json", result)
+            continue
+        if group == "batch":
+            from .bench_batch import batch_timings, print_batch_table
+
+            result["batch"] = batch_timings()
+            print()
+            print_batch_table(result["batch"])
             _write_json(out / "bench.json", result)
             continue
         if group == "nufft":

@@ -67,11 +67,71 @@ def _add_reconstruct(sub):
     g.add_argument("--times-out", default=None, help="stinr: render at these times, comma separated seconds")
 
 
+def _add_import(sub):
+    p = sub.add_parser("import", help="convert scanner data to an INRRecon measurement file (reconstruct, info and "
+                                      "Slicer also read them directly)")
+    p.add_argument("kind", choices=["twix"], help="twix: Siemens raw data (.dat, VB/VD/VE; 2D Cartesian)")
+    p.add_argument("input", help="the scanner's file")
+    p.add_argument("--out", required=True, help="measurement file to write (.h5)")
+    p.add_argument("--slice", type=int, default=None, help="the slice of a multi-slice acquisition (0-based)")
+    p.add_argument("--echo", type=int, default=0, help="the echo of a multi-echo acquisition (0-based)")
+    p.add_argument("--coil-maps", choices=["espirit", "lowres"], default="espirit",
+                   help="coil sensitivity estimation: ESPIRiT (default) or low-resolution coil images / RSS")
+
+
+def _import(args) -> int:
+    from .io.measurement import describe_measurement, write_measurement
+    from .io.twix import read_twix
+
+    m = read_twix(args.input, slice_index=args.slice, echo=args.echo, coil_maps=args.coil_maps)
+    write_measurement(m, args.out)
+    print(describe_measurement(m))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_batch(sub):
+    p = sub.add_parser("batch", help="run a study (YAML/CSV, one reconstruction per row) on Dask: resumable, "
+                                     "fault tolerant, with a report")
+    p.add_argument("study", help="study file: .yaml/.yml or .csv (README, 'Many patients')")
+    p.add_argument("--scheduler", default="local", help="'local' (a cluster on this machine) or a Dask scheduler "
+                                                        "address, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: one per GPU, else one per 2 cores)")
+    p.add_argument("--gpus-per-worker", type=int, default=None, help="GPUs per worker; rows run one per GPU")
+    p.add_argument("--out", default=None, help="folder for the report and for rows without an output "
+                                              "(default: <study>_results beside the study file)")
+
+
+def _batch(args) -> int:
+    from .batch import run_batch
+    from .batch.schedule import ProgressLine
+
+    for name in ("workers", "gpus_per_worker"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')}", f"must be at least 1, got {value}.")
+    try:
+        summaries, report = run_batch(args.study, out_dir=args.out, scheduler=args.scheduler, workers=args.workers,
+                                      gpus_per_worker=args.gpus_per_worker, progress=ProgressLine())
+    except KeyboardInterrupt:
+        print("\ninrrecon batch: interrupted. Finished rows are kept; run the same command to do the rest.",
+              file=sys.stderr)
+        return 130
+    for s in summaries:
+        if s["status"] == "failed":
+            print(f"inrrecon batch: row {s['id']} failed ({s.get('kind')}): {s.get('message')}", file=sys.stderr)
+    print(f"report: {report['md']}, {report['csv']}")
+    return 1 if any(s["status"] == "failed" for s in summaries) else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="inrrecon", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
     _add_reconstruct(sub)
+    _add_import(sub)
+    _add_batch(sub)
     p = sub.add_parser("info", help="summarise a measurement file")
     p.add_argument("measurement")
     p = sub.add_parser("methods", help="list the methods, or one method's config keys with defaults and docs")
@@ -103,6 +163,10 @@ def main(argv=None) -> int:
             return _simulate(args)
         if args.command == "reconstruct":
             return _reconstruct(args)
+        if args.command == "batch":
+            return _batch(args)
+        if args.command == "import":
+            return _import(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display anywhere we run (worker, CI)
@@ -16,7 +16,7 @@ def _pyplot():
     return plt
 
 
-def _atomic_savefig(fig, path: Path):
+def save_figure(fig, path: Path):
     from .io.atomic import atomic_target
 
     with atomic_target(path) as tmp:
@@ -33,7 +33,7 @@ def _middle_slice(img):
 def comparison_panel(images: dict, path, *, window=None, reference=None, title=""):
     """Side-by-side middle slices; `window` = (low, high) display range; a difference image
     against `reference` is added for the last entry."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(images)
     cols = len(names) + (1 if reference is not None else 0)
     fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.4))
@@ -51,14 +51,14 @@ def comparison_panel(images: dict, path, *, window=None, reference=None, title="
         axes[-1].axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    _atomic_savefig(fig, Path(path))
+    save_figure(fig, Path(path))
     plt.close(fig)
 
 
 def change_panel(image, change, roi, path, *, threshold, window=None, title=""):
     """The reconstruction's middle slice, then the same with the change map in colour from
     `threshold` up (what the Slicer module overlays) and the lesion ROI's outline."""
-    plt = _pyplot()
+    plt = pyplot()
     img, chg = _middle_slice(image), _middle_slice(change)
     fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.6))
     for ax in axes:
@@ -70,13 +70,13 @@ def change_panel(image, change, roi, path, *, threshold, window=None, title=""):
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=9)
-    _atomic_savefig(fig, Path(path))
+    save_figure(fig, Path(path))
     plt.close(fig)
 
 
 def convergence_plot(curves: dict, path, *, ylabel="PSNR (dB)", title=""):
     """curves: label -> (iterations, values)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, (x, y) in curves.items():
         ax.plot(x, y, label=label)
@@ -86,5 +86,5 @@ def convergence_plot(curves: dict, path, *, ylabel="PSNR (dB)", title=""):
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    _atomic_savefig(fig, Path(path))
+    save_figure(fig, Path(path))
     plt.close(fig)

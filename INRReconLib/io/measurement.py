@@ -8,6 +8,7 @@ same folder, then `os.replace`), so a reader never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -62,8 +63,9 @@ class Measurement:
 # validation
 
 
-def validate_measurement(m: Measurement) -> None:
-    """Check a Measurement against docs/measurement-format.md v1; raise InputError naming the field and the fix."""
+def validate_measurement(m: Measurement, *, maps_optional: bool = False) -> None:
+    """Check a Measurement against docs/measurement-format.md v1; raise InputError naming the field and the fix.
+    maps_optional: multi-coil MR data without coil maps pass (a reader is about to estimate them)."""
     if m.modality not in ("CT", "MR"):
         raise InputError("/ modality", f"must be 'CT' or 'MR', got {m.modality!r}.",
                          "Set the root attribute modality to CT (line integrals) or MR (k-space).")
@@ -77,7 +79,7 @@ def validate_measurement(m: Measurement) -> None:
     if m.modality == "CT":
         _validate_ct(data, m.grid, m.geometry)
     else:
-        _validate_mr(data, m.grid, m.geometry)
+        _validate_mr(data, m.grid, m.geometry, maps_optional)
     _validate_root_attrs(m.attrs)
 
 
@@ -136,7 +138,7 @@ def _on_grid(shape, lead: int, grid: ImageGrid) -> bool:
     return shape == (lead,) + spatial or (grid.is_2d and shape == (lead, 1) + spatial)
 
 
-def _validate_mr(data, grid: ImageGrid, geometry) -> None:
+def _validate_mr(data, grid: ImageGrid, geometry, maps_optional: bool = False) -> None:
     if not isinstance(geometry, MRGeometry):
         raise InputError("/geometry", f"an MR measurement needs an MR geometry (cartesian/noncartesian), got "
                          f"{_geom_name(geometry)}.", "Write /geometry with type 'cartesian' or 'noncartesian'.")
@@ -171,7 +173,7 @@ def _validate_mr(data, grid: ImageGrid, geometry) -> None:
                              "[-pi, pi) radians per voxel.",
                              "Scale k-space positions to rad/voxel: k_rad = 2*pi * k_cycles_per_fov / n.")
     if geometry.coil_maps is None:
-        if n_coils != 1:
+        if n_coils != 1 and not maps_optional:
             raise InputError("/geometry/coil_maps", f"is missing but /data has {n_coils} coils.",
                              "Store coil sensitivities complex64 [n_coils, (nz,) ny, nx], or combine to one coil.")
     else:
@@ -245,10 +247,11 @@ def _attr_value(value):
 
 
 def write_measurement(m: Measurement, path) -> Path:
-    """Validate `m` and write it to `path` (HDF5, docs/measurement-format.md v1) atomically. Returns the path."""
+    """Validate `m` and write it to `path` (HDF5, docs/measurement-format.md v1) atomically. Returns the path.
+    Multi-coil MR data may come without coil maps: the reader estimates them."""
     import h5py
 
-    validate_measurement(m)
+    validate_measurement(m, maps_optional=True)
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -487,6 +490,18 @@ def read_v1(path) -> Measurement:
                              "Check the modality attribute and the geometry type.")
         geometry = _read_ct_geometry(geo, data.shape) if modality == "CT" else _read_mr_geometry(geo)
     m = Measurement(modality, data, grid, geometry, attrs)
+    if modality == "MR" and geometry.coil_maps is None and data.shape[1] > 1:
+        # Real multi-coil data come without maps: estimate them from the data (ESPIRiT), and say so.
+        validate_measurement(m, maps_optional=True)
+        from ..physics.mr_coil_maps import with_estimated_maps
+
+        try:
+            m, info = with_estimated_maps(m)
+        except InputError as exc:
+            raise InputError("/geometry/coil_maps", f"is missing for {data.shape[1]} coils and cannot be estimated from "
+                             f"the data: {exc.problem}", "Store coil sensitivities complex64 [n_coils, (nz,) ny, nx], "
+                             "or sample the k-space centre fully (ACS lines).") from None
+        m.attrs["coil_maps_estimated"] = json.dumps(info)
     validate_measurement(m)
     if modality == "CT":
         m.data = np.ascontiguousarray(data, dtype=np.float32)

@@ -1,9 +1,10 @@
 """The one entry point for measurement files: `read_measurement` finds the reader that recognises
 the file (a cheap sniff of its content, not its name) and reads it.
 
-Every reader turns a file into a validated Measurement (docs/measurement-format.md). Today there
-is INRRecon's own HDF5 format (FORMAT v1); importers of scanner formats (ISMRMRD, Siemens raw,
-CBCT projections) are added as one more Reader in READERS. The CLI, the worker, the scene's
+Every reader turns a file into a validated Measurement (docs/measurement-format.md): INRRecon's
+own HDF5 format (FORMAT v1) and Siemens raw data (twix.py, coil maps estimated on reading);
+importers of more scanner formats (ISMRMRD, CBCT projections) are added as one more Reader in
+READERS, and `inrrecon import` writes any of them as a v1 file. The CLI, the worker, the scene's
 display and the Slicer file reader all go through here.
 """
 
@@ -15,6 +16,7 @@ from typing import Callable
 
 from ..errors import InputError
 from .measurement import Measurement, is_v1_file, read_v1, read_v1_header
+from .twix import is_twix_file, read_twix, twix_header
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ class Reader:
 READERS = (
     Reader("inrrecon-h5", "INRRecon measurement, HDF5 (docs/measurement-format.md)", (".h5", ".hdf5"),
            is_v1_file, read_v1, read_v1_header),
+    Reader("twix", "Siemens raw data, twix VB/VD/VE (2D Cartesian; needs twixtools)", (".dat",),
+           is_twix_file, read_twix, twix_header),
 )
+SUFFIXES = tuple(s for reader in READERS for s in reader.suffixes)
 
 
 def reader_for(path) -> Reader:

@@ -230,6 +230,10 @@ INR = (
     Option("coarse_to_fine_prior", "NeRP: freeze the embedded fine levels until their turn, mask them out, or off "
            "(every level trains from the start, for a registered prior)", choices=("freeze", "mask", "off"),
            needs="prior"),
+    Option("prior_change_relax", "NeRP: fit the field without the prior first; where that image differs from the "
+           "aligned prior by more than this many background spreads (change-map units; full at twice), embed it "
+           "instead of the prior (0: off; costs one more fit; CT: only from 40 views)", kind="float", minimum=0,
+           needs="prior"),
     Option("tv_weight", "TV on the normalised image, quoted for a grid 128 voxels wide and one coil (0: off)",
            kind="float", minimum=0),
     Option("temporal_tv_weight", "dynamic: TV along time of the normalised frames (0: off)", kind="float",

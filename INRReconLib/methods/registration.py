@@ -261,10 +261,11 @@ def pick_slice(images: np.ndarray, offsets_mm, reference: np.ndarray, grid, stop
                   "correlations": correlations}
 
 
-class _StageMonitor(Monitor):
-    """Forwards the reference reconstruction's progress to the run's monitor under one stage name
-    and against the whole stage's total (reference and registration iterations), so the progress
-    bar and Slicer show one "prior-registration" stage rather than a separate TV run. It reports
+class StageMonitor(Monitor):
+    """Forwards a helper reconstruction's progress to the run's monitor under one stage name and
+    against the whole stage's total (here: reference and registration iterations; NeRP's
+    "prior-change" INR too), so the progress bar and Slicer show one stage rather than a
+    separate TV or INR run. It reports
     no time left: the stage's steps differ in cost and its total is a budget, so the TV rate
     times the remaining steps overstated the wait 3-10x (measured: 256² slice, 23-35 s shown
     for 2-11 s left; 64x128x128 cone beam, 616-893 s for 75-177 s)."""
@@ -301,7 +302,7 @@ def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_it
     n_ref = int(reference_iterations)
     n_slices = len(slices[1]) if slices is not None else 0
     total = n_ref + n_slices + planned_iterations(mode, grid.shape)
-    stage = _StageMonitor(monitor, "prior-registration", total)
+    stage = StageMonitor(monitor, "prior-registration", total)
     ref = reconstruct(measurement, "tv", config=dict(backends or {}), iterations=n_ref, device=device, monitor=stage)
     if ref.cancelled:
         return None, {"mode": mode, "cancelled": True}, ref.image

@@ -266,7 +266,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     # Dynamic MR: the times of the frames reconstructed (methods/registry.reconstruct records them).
     written = written_plan.write(written_image, result.extra.get("frame_times_s"), job["frame_files"])
     used_config = result.config or config or {}
-    stem_path = _stem_path(Path(job["output"]))
+    stem_path = output_stem(Path(job["output"]))
     config_path = atomic_write_text(stem_path.with_name(stem_path.name + ".config.json"),
                                     json.dumps(to_jsonable(used_config), indent=2) + "\n")
     change = None
@@ -290,6 +290,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
 
         change_path = stem_path.with_name(stem_path.name + ".change" + _extension(Path(job["output"])))
         write_volume(change_path, change, measurement.grid)
+    maps_path = _save_estimated_maps(measurement, stem_path)
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"] if prior is not None else None, "output": written["output"],
@@ -297,7 +298,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         "metrics": metrics, "extra": result.extra, "history": result.history, "meta": job["meta"],
         "prior_aligned": str(aligned_path) if aligned is not None else None,
         "change_map": str(change_path) if change_path is not None else None,
-        "output_grid": written_plan.grid.to_dict(), "warnings": warnings}), indent=1) + "\n")
+        "output_grid": written_plan.grid.to_dict(), "warnings": warnings,
+        "coil_maps": str(maps_path) if maps_path is not None else None}), indent=1) + "\n")
     event = {"event": "result", "output": written["output"], "units": output_plan.units, "metrics": metrics, "cancelled": bool(result.cancelled),
             "iterations": int(result.iterations), "seconds": round(time.perf_counter() - t0, 3),
             "method_seconds": round(float(result.seconds), 3), "config": str(config_path),
@@ -318,6 +320,18 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         if key in written:
             event[key] = written[key]
     return event
+
+
+def _save_estimated_maps(measurement, stem_path: Path):
+    """Coil maps the reader estimated (raw data, or a file without maps) go next to the result
+    as <stem>.coil_maps.npy (complex64 [n_coils, (nz,) ny, nx], no pickles), since they shaped
+    it and a later run may want the same ones; None when the file had its own maps."""
+    estimated = "coil_maps_estimated" in measurement.attrs or "coil_maps" in json.loads(
+        measurement.attrs.get("source") or "{}")
+    maps = getattr(measurement.geometry, "coil_maps", None)
+    if not estimated or maps is None:
+        return None
+    return atomic_save_npy(stem_path.with_name(stem_path.name + ".coil_maps.npy"), np.asarray(maps, np.complex64))
 
 
 def _field_on_finer_grid(result, grid, factor: int):
@@ -370,7 +384,7 @@ def _load_config(spec, method: str, measurement):
     return loaded
 
 
-def _stem_path(path: Path) -> Path:
+def output_stem(path: Path) -> Path:
     """out.nii.gz -> out, out.seq.nrrd -> out, out.nrrd -> out (same folder)."""
     name = path.name
     for ext in (".nii.gz", ".seq.nrrd"):
@@ -452,7 +466,7 @@ class OutputPlan:
         # Dynamic MR: the series as one Sequence file, and at the output path the mean over time,
         # which is what a static scan of the same data shows.
         times = np.arange(frames.shape[0], dtype=float) if times_s is None else np.asarray(times_s, dtype=float)
-        stem, ext = _stem_path(self.path), _extension(self.path)
+        stem, ext = output_stem(self.path), _extension(self.path)
         sequence = write_sequence(stem.with_name(stem.name + ".seq.nrrd"), frames, self.grid, times)
         out = {"output": str(self.path), "sequence": str(sequence), "frame_times_s": times.tolist()}
         if self.path.name.lower().endswith(".seq.nrrd"):

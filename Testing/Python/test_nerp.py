@@ -414,3 +414,30 @@ def test_coarse_to_fine_prior_modes():
     m, _, prior = sparse_ct_case(n=32, views=8)
     with pytest.raises(InputError, match="coarse_to_fine_prior"):
         reconstruct(m, "nerp", prior=prior, config={"coarse_to_fine_prior": "drop"}, iterations=2)
+
+
+def test_prior_change_relax_lets_go_of_the_prior_where_the_patient_changed():
+    """60 views: an INR without the prior is fitted first (stage "prior-change"), and where it
+    differs from the prior (the grown lesion) it replaces the prior before the embedding; the
+    lesion then comes out closer to the truth than with the prior embedded as is. 15 views:
+    off (below RELAX_MIN_VIEWS the INR is the worse image), and the run says so."""
+    from INRReconLib.methods.nerp import RELAX_MIN_VIEWS
+
+    m, truth, prior = sparse_ct_case(n=48, views=60)
+    changed = np.abs(truth - prior) > 1e-4
+    base = {"embed_iterations": 80, "prior_registration": "none", "coarse_to_fine_prior": "off"}
+    plain = reconstruct(m, "nerp", prior=prior, config={**base, "prior_change_relax": 0}, iterations=200)
+    mon = Monitor()
+    relaxed = reconstruct(m, "nerp", prior=prior, config={**base, "prior_change_relax": 3}, iterations=200,
+                          monitor=mon)
+    info = relaxed.extra["prior_change_relax"]
+    assert info["applied"] and 0 < info["relaxed_fraction"] < 0.3
+    assert [h["stage"] for h in mon.history][0] == "prior-change"
+    lesion = {name: psnr(r.image, truth, mask=changed)
+              for name, r in (("plain", plain), ("relaxed", relaxed))}
+    print(lesion)
+    assert lesion["relaxed"] > lesion["plain"] + 1.0, lesion
+    few, _, few_prior = sparse_ct_case(n=48, views=15)
+    assert 15 < RELAX_MIN_VIEWS
+    r = reconstruct(few, "nerp", prior=few_prior, config={**base, "prior_change_relax": 3}, iterations=5)
+    assert r.extra["prior_change_relax"]["applied"] is False and "15 views" in r.extra["prior_change_relax"]["why"]

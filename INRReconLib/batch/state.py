@@ -1,0 +1,92 @@
+"""What makes a row finished: its fingerprint, and the record written beside its output.
+
+A row's fingerprint is a hash of everything that decides its result: the method, the config's
+content (a preset's or a file's text, not its name), the iteration count and the hashes of its
+input files; a chained row (`after`) takes its upstream row's fingerprint in place of the prior's
+file hash, so a change upstream reruns the whole rest of the series. After a row succeeds,
+`<output stem>.batch.json` records the fingerprint, the output's hash and the row's result
+summary (written atomically, and only after the output itself). On a re-run the row is skipped
+when that record matches the fingerprint and the output file still has the recorded hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..io.atomic import atomic_write_json
+from ..io.provenance import file_sha256
+
+RECORD_VERSION = 1
+
+
+def _config_content(config):
+    """The config as what it holds: a preset's or a file's text, or the inline mapping."""
+    if config is None or isinstance(config, dict):
+        return config
+    path = Path(config)
+    if not path.is_absolute():
+        from ..methods.presets import PRESET_DIR
+
+        path = PRESET_DIR / f"{config}.json"
+    return {"file": path.name, "sha256": file_sha256(path)}
+
+
+def fingerprints(study) -> dict:
+    """row id -> fingerprint (hex), upstream rows first (Study.rows' order)."""
+    out, hashed = {}, {}
+
+    def sha(path):
+        if path is None:
+            return None
+        if path not in hashed:
+            hashed[path] = file_sha256(path)
+        return hashed[path]
+
+    for row in study.rows:
+        content = {"method": row.method, "config": _config_content(row.config), "iterations": row.iterations,
+                   "measurement": sha(row.measurement), "model": _tree_sha(row.model) if row.model else None,
+                   "prior": out[row.after] if row.after else sha(row.prior),
+                   "reference": sha(row.reference), "roi": sha(row.roi)}
+        text = json.dumps(content, sort_keys=True, default=str)
+        out[row.id] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return out
+
+
+def _tree_sha(path: Path) -> str:
+    """A model is a folder (weights + JSON): the hash of its files' names and hashes."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    parts = [f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def record_path(output: Path) -> Path:
+    from ..worker.run import output_stem
+
+    stem = output_stem(Path(output))
+    return stem.with_name(stem.name + ".batch.json")
+
+
+def write_record(output: Path, fingerprint: str, summary: dict) -> Path:
+    """After the row's output is in place: the record that marks the row finished."""
+    return atomic_write_json(record_path(output), {"version": RECORD_VERSION, "fingerprint": fingerprint,
+                                                   "output_sha256": file_sha256(output), "summary": summary})
+
+
+def finished_summary(output: Path, fingerprint: str):
+    """The stored summary when the row is finished with this fingerprint, else None."""
+    path = record_path(output)
+    if not (path.is_file() and Path(output).is_file()):
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+        return None
+    if record.get("fingerprint") != fingerprint or record.get("output_sha256") != file_sha256(output):
+        return None
+    return record.get("summary")
