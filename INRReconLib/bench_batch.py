@@ -79,7 +79,7 @@ def batch_timings() -> dict:
         study = folder / "study.yaml"
         study.write_text(yaml.safe_dump({"defaults": {"device": "cpu"}, "rows": rows}, sort_keys=False), encoding="utf-8")
         t0 = time.perf_counter()
-        with open_client("local", workers=BATCH_WORKERS) as (client, per_row_threads, _gpus):
+        with open_client("local", workers=BATCH_WORKERS) as (client, per_row_threads, _gpus, _by_name):
             started = time.perf_counter() - t0
             summaries, _ = run_batch(study, out_dir=folder / "batch", client=client)
         batch_wall = time.perf_counter() - t0

@@ -26,6 +26,7 @@ def run_batch(study_path, *, out_dir=None, scheduler="local", workers=None, gpus
     if client is not None:
         summaries = run_study(study, client, threads=1, progress=progress)
     else:
-        with open_client(scheduler, workers, gpus_per_worker) as (opened, threads, gpus):
-            summaries = run_study(study, opened, threads=threads, gpus_per_worker=gpus, progress=progress)
+        with open_client(scheduler, workers, gpus_per_worker) as (opened, threads, gpus, by_name):
+            summaries = run_study(study, opened, threads=threads, gpus_per_worker=gpus, progress=progress,
+                                  gpus_by_worker_name=by_name)
     return summaries, write_report(study, summaries, out)

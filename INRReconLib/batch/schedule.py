@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from ..errors import InputError
 
-ALLOWED_FAILURES = 2
+ALLOWED_FAILURES = 1  # a row whose worker dies twice is given up (Dask: more than 1 suspicious death)
 INSTALL_HINT = "pip install -e \".[batch]\" (dask and distributed; Python 3.10 or newer)"
 
 log = logging.getLogger("INRReconLib.batch")
@@ -34,7 +34,8 @@ def require_dask():
 
 @contextmanager
 def open_client(scheduler: str = "local", workers=None, gpus_per_worker=None):
-    """Yields (client, threads per row, GPUs per worker). scheduler: 'local' (a LocalCluster on
+    """Yields (client, threads per row, GPUs per worker, whether worker i holds GPUs i*K.. (a
+    LocalCluster started here; on a cluster each worker sees its own GPUs)). scheduler: 'local' (a LocalCluster on
     this machine) or a scheduler address (tcp://host:8786) whose workers were started with
     `--nthreads K --resources GPU=K` on GPU nodes (README, "Many patients")."""
     require_dask()
@@ -43,15 +44,31 @@ def open_client(scheduler: str = "local", workers=None, gpus_per_worker=None):
 
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
         if scheduler != "local":
-            with Client(scheduler, timeout="30s") as client:
+            try:
+                client = Client(scheduler, timeout="30s")
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise InputError("--scheduler", f"cannot reach the Dask scheduler {scheduler!r} ({exc}).",
+                                 "Start it (dask scheduler) and give its address, e.g. tcp://host:8786, "
+                                 "or use --scheduler local.") from None
+            with client:
+                gpus = int(gpus_per_worker or 0)
+                workers_info = client.scheduler_info()["workers"].values()
+                if gpus and not any(w.get("resources", {}).get("GPU") for w in workers_info):
+                    raise InputError("--gpus-per-worker", "no worker of that cluster has the resource GPU: the rows "
+                                     "would wait forever.", "Start the workers with --resources GPU=K, or leave "
+                                     "--gpus-per-worker out.")
                 # Threads per row: each worker's cores over its task slots (task.py), a worker per node.
-                yield client, None, int(gpus_per_worker or 0)
+                yield client, None, gpus, False
             return
         n_gpus = _cuda_count()
         cores = os.cpu_count() or 1
         if n_gpus:
             k = int(gpus_per_worker or 1)
             n_workers = int(workers or max(1, n_gpus // k))
+            if n_workers * k > n_gpus:
+                raise InputError("--workers / --gpus-per-worker", f"{n_workers} workers x {k} GPUs is more than the "
+                                 f"{n_gpus} GPUs of this machine.", f"Use at most {n_gpus // k or 1} workers of "
+                                 f"{min(k, n_gpus)} GPUs.")
             kwargs = {"threads_per_worker": k, "resources": {"GPU": k}}
             threads, gpus = max(1, cores // (n_workers * k)), k
         else:
@@ -65,7 +82,7 @@ def open_client(scheduler: str = "local", workers=None, gpus_per_worker=None):
                                silence_logs=logging.ERROR, **kwargs)
         try:
             with Client(cluster) as client:
-                yield client, threads, gpus
+                yield client, threads, gpus, True
         finally:
             cluster.close()
 
@@ -79,11 +96,13 @@ def _cuda_count() -> int:
         return 0
 
 
-def run_study(study, client, threads: int = 1, gpus_per_worker: int = 0, progress=None) -> list:
+def run_study(study, client, threads: int = 1, gpus_per_worker: int = 0, progress=None,
+              gpus_by_worker_name: bool = False) -> list:
     """Run every unfinished row of `study` on `client`; returns one summary per row, in the
     study's order (status done / skipped / failed). progress(counts: dict): after each row."""
     from distributed import as_completed
 
+    from ..io.provenance import file_sha256
     from .state import fingerprints, finished_summary
     from .task import run_row
 
@@ -91,15 +110,20 @@ def run_study(study, client, threads: int = 1, gpus_per_worker: int = 0, progres
     summaries, futures = {}, {}
     for row in study.rows:
         stored = finished_summary(row.output, prints[row.id])
-        upstream_changed = row.after is not None and row.after in futures
-        if stored is not None and not upstream_changed:
+        if stored is not None and row.after:
+            # Built from the upstream output that is there now? (It may have been rebuilt by a run
+            # this row did not finish.)
+            up = study.row(row.after).output
+            if row.after in futures or not up.is_file() or stored.get("prior_sha256") != file_sha256(up):
+                stored = None
+        if stored is not None:
             summaries[row.id] = {**stored, "status": "skipped"}
             continue
         upstream = futures.get(row.after) if row.after else None
         if upstream is None and row.after:
             upstream = summaries[row.after]
         futures[row.id] = client.submit(
-            run_row, row, prints[row.id], upstream, threads, gpus_per_worker,
+            run_row, row, prints[row.id], upstream, threads, gpus_per_worker, gpus_by_worker_name,
             # a fresh key each run: Dask must not hand back a result it still holds from an earlier run
             key=f"row-{row.id}-{uuid.uuid4().hex[:12]}", resources={"GPU": 1} if gpus_per_worker else None)
     ids = {f.key: row_id for row_id, f in futures.items()}

@@ -22,15 +22,20 @@ RECORD_VERSION = 1
 
 
 def _config_content(config):
-    """The config as what it holds: a preset's or a file's text, or the inline mapping."""
-    if config is None or isinstance(config, dict):
-        return config
-    path = Path(config)
-    if not path.is_absolute():
-        from ..methods.presets import PRESET_DIR
+    """The config as what it holds: a preset's or a file's text, or the inline mapping, with the
+    text of the preset it starts from (named in it, else every shipped preset: a method's default
+    depends on the measurement) so an edited preset reruns the rows built on it."""
+    from ..methods.presets import PRESET_DIR, preset_names
 
-        path = PRESET_DIR / f"{config}.json"
-    return {"file": path.name, "sha256": file_sha256(path)}
+    def preset_hash(name):
+        return {"preset": name, "sha256": file_sha256(PRESET_DIR / f"{name}.json")} if name in preset_names() else name
+
+    if isinstance(config, str) and not Path(config).is_absolute():
+        return preset_hash(config)
+    if isinstance(config, str):
+        return {"file": Path(config).name, "sha256": file_sha256(config)}
+    base = (config or {}).get("preset")
+    return {"inline": config, "base": preset_hash(base) if base else [preset_hash(n) for n in preset_names()]}
 
 
 def fingerprints(study) -> dict:

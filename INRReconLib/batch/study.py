@@ -23,7 +23,7 @@ from ..errors import InputError
 ROW_KEYS = ("id", "measurement", "method", "prior", "model", "config", "output", "reference", "roi", "after",
             "iterations", "device")
 _PATH_KEYS = ("measurement", "prior", "model", "reference", "roi")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # also the default output's file name
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also the default output's file name (no dots: no .seq)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,11 @@ def load_study(path, out_dir=None) -> Study:
 
 def _read_rows(path: Path) -> list:
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's CSV starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise InputError("study", f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                         "Save it as UTF-8 (CSV UTF-8 in Excel).") from None
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if reader.fieldnames is None:
@@ -133,7 +137,7 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
             problems.append(f"{where}: '{key}' is missing")
     row_id = str(values["id"]) if values["id"] is not None else None
     if row_id is not None and not _ID.match(row_id):
-        problems.append(f"{where}: id {row_id!r} may hold letters, digits, '_', '-' and '.' only")
+        problems.append(f"{where}: id {row_id!r} may hold letters, digits, '_' and '-' only")
     paths = {}
     for key in _PATH_KEYS + ("output",):
         if values[key] is not None:
@@ -158,6 +162,8 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
             problems.append(f"{where}: iterations must be a positive integer, got {values['iterations']!r}")
     config = _check_config(where, values["config"], base, problems)
     device = str(values["device"] or "auto")
+    if not (device in ("auto", "cpu", "cuda") or re.match(r"^cuda:\d+$", device)):
+        problems.append(f"{where}: device {device!r} must be auto, cpu, cuda or cuda:N")
     if problems or row_id is None:
         return None, problems
     output = paths.get("output") or out_dir / f"{row_id}.nrrd"
@@ -211,11 +217,15 @@ def _check_config(where: str, config, base: Path, problems: list):
 
 
 def _check_links(rows: list, all_ids: set) -> list:
-    problems, outputs = [], {}
+    from ..worker.run import output_stem
+
+    problems, stems = [], {}
     for r in rows:
-        if r.output in outputs:
-            problems.append(f"rows {outputs[r.output]} and {r.id} write the same output {r.output}")
-        outputs.setdefault(r.output, r.id)
+        # a.nrrd and a.nii.gz share a.metrics.json, a.batch.json, ...: one stem, one row
+        stem = output_stem(r.output)
+        if stem in stems:
+            problems.append(f"rows {stems[stem]} and {r.id} write the same output {stem}.* ({r.output.name})")
+        stems.setdefault(stem, r.id)
     inputs = {p: r.id for r in rows for p in (r.measurement, r.prior, r.reference, r.roi) if p is not None}
     for r in rows:
         if r.output in inputs:

@@ -23,7 +23,7 @@ _gpu_lock = threading.Lock()
 _gpus_busy: set = set()
 
 
-def run_row(row, fingerprint: str, upstream, threads, gpus_per_worker: int) -> dict:
+def run_row(row, fingerprint: str, upstream, threads, gpus_per_worker: int, gpus_by_worker_name: bool = False) -> dict:
     """Reconstruct `row` (study.Row); upstream: the summary of the row it follows, or None.
     threads: torch threads for the row; None: this machine's cores over its worker's task slots."""
     base = {"id": row.id, "method": row.method, "output": str(row.output), "after": row.after,
@@ -46,13 +46,17 @@ def run_row(row, fingerprint: str, upstream, threads, gpus_per_worker: int) -> d
     t0 = time.perf_counter()
     final = None
     for attempt in range(1, ATTEMPTS + 1):
-        with _device(row.device, gpus_per_worker) as device:
+        with _device(row.device, gpus_per_worker, gpus_by_worker_name) as device:
             final = _run_once(row, prior, device)
         if final.get("event") == "result":
             summary = {**base, "status": "done", "attempts": attempt, "device": final.get("device", device),
                        "seconds": round(time.perf_counter() - t0, 3), "method_seconds": final.get("method_seconds"),
                        "iterations": final.get("iterations"), "metrics": final.get("metrics") or {},
                        "cancelled": bool(final.get("cancelled")), "warnings": final.get("warnings") or []}
+            if row.after is not None:
+                from ..io.provenance import file_sha256
+
+                summary["prior_sha256"] = file_sha256(prior)  # resume checks the upstream output is still this
             write_record(row.output, fingerprint, summary)
             return summary
     return {**base, "status": "failed", "attempts": ATTEMPTS, "kind": final.get("kind", "internal"),
@@ -75,21 +79,20 @@ def _run_once(row, prior, device: str) -> dict:
 
 
 @contextmanager
-def _device(requested: str, gpus_per_worker: int):
-    """The device for one row: as the row asks, or with 'auto' on a worker that holds GPUs (Dask
-    resource GPU), the first of its GPUs no other row on it is using. A LocalCluster worker i
-    holds GPUs i*K .. i*K+K-1; a worker started by hand sees the GPUs CUDA_VISIBLE_DEVICES gives it."""
-    if requested != "auto" or gpus_per_worker <= 0:
+def _device(requested: str, gpus_per_worker: int, by_worker_name: bool):
+    """The device for one row: as the row asks (cpu, cuda:N), or with 'auto' / 'cuda' on a worker
+    that holds GPUs (Dask resource GPU), the first of its GPUs no other row on it is using. On a
+    LocalCluster started here (by_worker_name) worker i holds GPUs i*K .. i*K+K-1; a worker
+    started by hand sees the GPUs CUDA_VISIBLE_DEVICES gives it, from 0."""
+    if requested not in ("auto", "cuda") or gpus_per_worker <= 0:
         yield requested
         return
     offset = 0
-    try:
+    if by_worker_name:
         from distributed import get_worker
 
         name = get_worker().name
         offset = int(name) * gpus_per_worker if str(name).isdigit() else 0
-    except (ImportError, ValueError):
-        pass
     with _gpu_lock:
         slot = next(i for i in range(gpus_per_worker) if offset + i not in _gpus_busy)
         _gpus_busy.add(offset + slot)

@@ -137,12 +137,12 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espiri
     if any("REFLECT" in _flags(m) for m in mdbs):
         raise InputError("twix", f"{name} has reflected readouts (EPI); only conventional Cartesian readouts are read.",
                          "Convert the file to ISMRMRD with the EPI phase correction first.")
-    noise = [m.data for s in scans for m in s["mdb"] if "NOISEADJSCAN" in _flags(m)]
+    noise = [m for s in scans for m in s["mdb"] if "NOISEADJSCAN" in _flags(m)]
     slices = sorted({m.cSlc for m in mdbs})
     if slice_index is None:
         if len(slices) > 1:
             raise InputError("twix slice", f"{name} has {len(slices)} slices; a measurement holds one 2D slice.",
-                             f"Choose one with --slice K (0..{len(slices) - 1}).")
+                             f"Import one: inrrecon import twix {name} --slice K (0..{len(slices) - 1}) --out MEAS.h5.")
         slice_index = slices[0]
     if slice_index not in slices:
         raise InputError("twix slice", f"slice {slice_index} is not in {name} (it has {slices}).")
@@ -151,6 +151,9 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espiri
         raise InputError("twix echo", f"echo {echo} has no data in {name}.", "Choose another echo.")
     if len({m.cPar for m in mdbs}) > 1:
         raise InputError("twix partitions", f"{name} has several partitions (3D); only 2D data are read today.")
+    if len({m.cSet for m in mdbs}) > 1:
+        raise InputError("twix sets", f"{name} has several sets (flow encodings, diffusion directions?); they would "
+                         "be averaged together.", "Only single-set acquisitions are read today.")
 
     n_coils, n_col = int(mdbs[0].mdh.UsedChannels), int(mdbs[0].mdh.SamplesInScan)  # as the scan header says
     lines = [_line_data(m, n_coils, n_col, name) for m in mdbs]
@@ -183,9 +186,13 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espiri
     kspace /= np.maximum(counts, 1)[:, None, :, None]  # averages (and repeated lines) are averaged
     whitening = None
     if noise:
-        samples = np.concatenate([np.asarray(n).reshape(n_coils, -1) for n in noise], axis=1)
-        cov = samples @ samples.conj().T / samples.shape[1]
-        chol = np.linalg.cholesky(cov)
+        try:
+            samples = np.concatenate([np.asarray(n.data).reshape(n_coils, -1) for n in noise], axis=1)
+            cov = samples @ samples.conj().T / samples.shape[1]
+            chol = np.linalg.cholesky(cov)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise InputError("twix noise scan", f"the noise-adjustment data of {name} cannot be used ({exc}).",
+                             "Check that the file is complete; the noise scan must have the image scan's coils.") from None
         kspace = np.einsum("cd,fdyx->fcyx", np.linalg.inv(chol), kspace)
         whitening = {"noise_samples": int(samples.shape[1])}
     if n_col != nx:
@@ -198,6 +205,11 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espiri
     if n_coils > 1:
         # the first frame's fully sampled centre; Cartesian k-space of a 2D slice is [nc, ny, nx]
         maps, map_info = estimate_coil_maps(cartesian_calibration(kspace[0], mask[0]), (ny, nx), coil_maps)
+    per_frame = {int(mask[f].sum()) for f in range(len(frame_keys))}
+    if len(per_frame) > 1:
+        raise InputError("twix frames", f"the {len(frame_keys)} repetitions/phases of {name} sample different lines "
+                         f"({sorted(per_frame)} samples); a measurement needs the same number in every frame.",
+                         "Import a file whose frames share one sampling pattern.")
     data = np.stack([kspace[f][:, mask[f]] for f in range(len(frame_keys))]).astype(np.complex64)
     source = source_attribute(
         "siemens-twix", [path], slice=int(slice_index), echo=int(echo),

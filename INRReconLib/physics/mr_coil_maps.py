@@ -22,6 +22,7 @@ from ..errors import InputError
 
 COIL_MAP_METHODS = ("espirit", "lowres")
 CALIBRATION = 24     # calibration block width (k-space samples per axis) to aim for
+MIN_CALIBRATION = 5  # fewer fully sampled samples per axis give maps without variation along it
 MIN_ESPIRIT_CALIBRATION = 12  # below this ESPIRiT's patches do not span the subspace: low-res maps
 KERNEL = 6           # ESPIRiT kernel width
 THRESHOLD = 0.02     # singular values kept: above this fraction of the largest
@@ -78,6 +79,10 @@ def estimate_coil_maps(calibration: np.ndarray, shape, method: str = "espirit", 
     if not np.any(cal):
         raise InputError("coil_maps", "the k-space centre holds no data: the coil sensitivities cannot be estimated.",
                          "Check the data, or give coil maps in the measurement file.")
+    if min(in_plane) < MIN_CALIBRATION:
+        raise InputError("coil_maps", f"the fully sampled k-space centre is only {list(cal.shape[1:])} samples: too "
+                         "small to estimate coil sensitivities.",
+                         "Acquire calibration (ACS) lines, or give coil maps in the measurement file.")
     info = {"method": method, "calibration": list(cal.shape[1:])}
     if method == "espirit" and min(in_plane) < MIN_ESPIRIT_CALIBRATION:
         info.update(method="lowres", fallback=f"calibration {list(cal.shape[1:])} is narrower than "

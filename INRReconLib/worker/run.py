@@ -326,8 +326,11 @@ def _save_estimated_maps(measurement, stem_path: Path):
     """Coil maps the reader estimated (raw data, or a file without maps) go next to the result
     as <stem>.coil_maps.npy (complex64 [n_coils, (nz,) ny, nx], no pickles), since they shaped
     it and a later run may want the same ones; None when the file had its own maps."""
-    estimated = "coil_maps_estimated" in measurement.attrs or "coil_maps" in json.loads(
-        measurement.attrs.get("source") or "{}")
+    try:
+        source = json.loads(measurement.attrs.get("source") or "{}")
+    except (TypeError, ValueError):
+        source = {}  # another tool's free-text `source`
+    estimated = "coil_maps_estimated" in measurement.attrs or (isinstance(source, dict) and "coil_maps" in source)
     maps = getattr(measurement.geometry, "coil_maps", None)
     if not estimated or maps is None:
         return None

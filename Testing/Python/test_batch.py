@@ -135,6 +135,18 @@ def test_study_runs_resumes_and_reruns_only_what_changed(cohort, client, tmp_pat
                       "p1-f2": "done", "p2-sirt": "done"}
     assert [s["status"] for s in run_batch(study, out_dir=out, client=client)[0]] == ["skipped"] * 6
 
+    # p1-f1 rebuilt by a run that stopped before p1-f2 (both records still valid on their own):
+    # p1-f2 was built from the old p1-f1 and must run again.
+    from INRReconLib.batch.state import fingerprints, write_record
+
+    upstream = out / "p1-f1.nrrd"
+    image, grid = read_volume(upstream)
+    write_volume(upstream, image + 1.0, grid)
+    write_record(upstream, fingerprints(load_study(study, out))["p1-f1"],
+                 json.loads(record_path(upstream).read_text())["summary"])
+    status = {s["id"]: s["status"] for s in run_batch(study, out_dir=out, client=client)[0]}
+    assert status["p1-f1"] == "skipped" and status["p1-f2"] == "done", status
+
 
 def test_a_failing_row_is_retried_then_recorded_and_the_others_finish(cohort, client, tmp_path):
     (cohort / "bad_config.yaml").write_text("iterations: 5\nlr: -1\n", encoding="utf-8")
@@ -197,13 +209,17 @@ def test_bad_study_is_refused_whole_before_running(cohort, tmp_path):
             {"id": "c", "measurement": "p1_f1.h5", "method": "magic"},
             {"id": "d", "measurement": "p1_f1.h5", "method": "fbp", "after": "zzz"},
             {"id": "a", "measurement": "p1_f1.h5", "method": "adjoint"},
-            {"id": "e", "measurement": "p1_f1.h5", "method": "inr", "config": "no-such-preset", "colour": "red"}]
+            {"id": "e", "measurement": "p1_f1.h5", "method": "inr", "config": "no-such-preset", "colour": "red"},
+            {"id": "f", "measurement": "p1_f1.h5", "method": "fbp", "output": "same.nrrd"},
+            {"id": "g", "measurement": "p1_f1.h5", "method": "fbp", "output": "same.nii.gz"},
+            {"id": "h", "measurement": "p1_f1.h5", "method": "fbp", "device": "gpu"}]
     with pytest.raises(InputError) as err:
         load_study(_study(cohort, "bad.yaml", rows), tmp_path)
     text = str(err.value)
     for expected in ("missing.h5 does not exist", "needs a prior", "unknown method 'magic'", "after 'zzz' is not a row",
                      "id 'a' is used by 2 rows", "does not reconstruct CT", "'no-such-preset' is neither a preset",
-                     "unknown key 'colour'", "nothing was run"):
+                     "unknown key 'colour'", "rows f and g write the same output", "device 'gpu'",
+                     "nothing was run"):
         assert expected in text, expected
     assert not list(tmp_path.iterdir())
 

@@ -71,6 +71,10 @@ def test_narrow_calibration_falls_back_to_lowres_and_empty_centre_is_an_error():
     mask[N // 2 - 4:N // 2 + 5] = True
     maps, info = estimate_coil_maps(cartesian_calibration(kspace * mask[None], mask), (N, N), "espirit")
     assert info["method"] == "lowres" and "narrower" in info["fallback"]
+    thin = np.zeros((N, N), bool)
+    thin[N // 2 - 1:N // 2 + 2] = True  # three lines: no variation along y to estimate from
+    with pytest.raises(InputError, match="too small"):
+        estimate_coil_maps(cartesian_calibration(kspace * thin[None], thin), (N, N))
     hole = np.ones((N, N), bool)
     hole[N // 2, N // 2] = False
     with pytest.raises(InputError, match="centre is not sampled"):
