@@ -27,6 +27,7 @@ MIN_ESPIRIT_CALIBRATION = 12  # below this ESPIRiT's patches do not span the sub
 KERNEL = 6           # ESPIRiT kernel width
 THRESHOLD = 0.02     # singular values kept: above this fraction of the largest
 CROP = 0.9           # eigenvalue below which a voxel is outside the object (map 0)
+VOXEL_BLOCK = 16384  # voxels per eigen-decomposition call (memory)
 
 
 def centred_fft(x, axes):
@@ -133,17 +134,25 @@ def _espirit_maps(cal: np.ndarray, shape, kernel: int, threshold: float, crop: f
     f = np.fft.fftn(kernels, s=corr_shape, axes=axes)
     cross = np.einsum("nc...,nd...->cd...", f, f.conj())
     corr = np.fft.ifftn(cross, axes=tuple(range(2, 2 + len(k))))  # circular index d, |d| < k
-    grid_axes = tuple(range(2, 2 + len(shape)))
-    embedded = np.zeros((nc, nc) + tuple(shape), np.complex128)
-    for idx in np.ndindex(*corr_shape):
-        d = [i if i < n else i - (2 * n - 1) for i, n in zip(idx, k)]  # signed lag
-        embedded[(slice(None), slice(None)) + tuple(dd % s for dd, s in zip(d, shape))] = corr[(slice(None), slice(None)) + idx]
-    g = np.fft.ifftn(embedded, axes=grid_axes) * (np.prod(shape) / np.prod(k))
-    g = np.fft.fftshift(g, axes=grid_axes)
-    g = np.moveaxis(g.reshape(nc, nc, -1), -1, 0)  # [voxels, nc, nc], Hermitian
-    values, vectors = np.linalg.eigh(g)
-    lead, top = values[:, -1], vectors[:, :, -1]
-    maps = (top * (lead > crop)[:, None]).T.reshape((nc,) + tuple(shape))
+    # One coil row of G at a time, in complex64: [voxels, nc, nc] is the largest array (32 coils
+    # at 256²: 0.5 GB), and the eigenvectors are taken over blocks of voxels.
+    n_voxels = int(np.prod(shape))
+    g = np.empty((n_voxels, nc, nc), np.complex64)
+    grid_axes = tuple(range(1, 1 + len(shape)))
+    lags = [(tuple(dd % s for dd, s in zip([i if i < n else i - (2 * n - 1) for i, n in zip(idx, k)], shape)), idx)
+            for idx in np.ndindex(*corr_shape)]  # (where the signed lag lands on the grid, its index)
+    for c in range(nc):
+        embedded = np.zeros((nc,) + tuple(shape), np.complex64)
+        for at, idx in lags:
+            embedded[(slice(None),) + at] = corr[(c, slice(None)) + idx]
+        row = np.fft.fftshift(np.fft.ifftn(embedded, axes=grid_axes), axes=grid_axes) * (n_voxels / np.prod(k))
+        g[:, c, :] = row.reshape(nc, -1).T
+    maps = np.empty((n_voxels, nc), np.complex64)
+    for start in range(0, n_voxels, VOXEL_BLOCK):
+        block = slice(start, start + VOXEL_BLOCK)
+        values, vectors = np.linalg.eigh(g[block])  # Hermitian, eigenvalues ascending
+        maps[block] = vectors[:, :, -1] * (values[:, -1] > crop)[:, None]
+    maps = maps.T.reshape((nc,) + tuple(shape))
     return maps, kept
 
 
