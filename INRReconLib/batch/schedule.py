@@ -102,7 +102,6 @@ def run_study(study, client, threads: int = 1, gpus_per_worker: int = 0, progres
     study's order (status done / skipped / failed). progress(counts: dict): after each row."""
     from distributed import as_completed
 
-    from ..io.provenance import file_sha256
     from .state import fingerprints, finished_summary
     from .task import run_row
 
@@ -112,9 +111,9 @@ def run_study(study, client, threads: int = 1, gpus_per_worker: int = 0, progres
         stored = finished_summary(row.output, prints[row.id])
         if stored is not None and row.after:
             # Built from the upstream output that is there now? (It may have been rebuilt by a run
-            # this row did not finish.)
-            up = study.row(row.after).output
-            if row.after in futures or not up.is_file() or stored.get("prior_sha256") != file_sha256(up):
+            # this row did not finish.) A skipped upstream carries its output's checked hash.
+            upstream_sha = summaries.get(row.after, {}).get("output_sha256")
+            if row.after in futures or stored.get("prior_sha256") != upstream_sha:
                 stored = None
         if stored is not None:
             summaries[row.id] = {**stored, "status": "skipped"}

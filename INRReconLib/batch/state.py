@@ -82,7 +82,8 @@ def write_record(output: Path, fingerprint: str, summary: dict) -> Path:
 
 
 def finished_summary(output: Path, fingerprint: str):
-    """The stored summary when the row is finished with this fingerprint, else None."""
+    """The stored summary (with the output's checked SHA-256) when the row is finished with this
+    fingerprint, else None."""
     path = record_path(output)
     if not (path.is_file() and Path(output).is_file()):
         return None
@@ -94,4 +95,4 @@ def finished_summary(output: Path, fingerprint: str):
         return None
     if record.get("fingerprint") != fingerprint or record.get("output_sha256") != file_sha256(output):
         return None
-    return record.get("summary")
+    return {**record.get("summary", {}), "output_sha256": record["output_sha256"]}

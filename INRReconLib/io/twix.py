@@ -123,8 +123,9 @@ def _line_data(mdb, n_coils: int, n_col: int, name: str) -> np.ndarray:
     return data
 
 
-def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espirit") -> Measurement:
-    """The Measurement of a 2D Cartesian twix file (see the module docstring)."""
+def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps="espirit") -> Measurement:
+    """The Measurement of a 2D Cartesian twix file (see the module docstring). coil_maps: how to
+    estimate them (physics/mr_coil_maps.py), or None for none (a header read)."""
     from ..physics.mr_coil_maps import cartesian_calibration, estimate_coil_maps
     from ..physics.mr_geometry import MRGeometry
 
@@ -202,7 +203,7 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espiri
     geometry = scan["geometry"][slice_index] if isinstance(scan.get("geometry"), list) else scan.get("geometry")
     grid = _grid(scan, geometry, slice_index, nx, ny)
     maps, map_info = None, None
-    if n_coils > 1:
+    if n_coils > 1 and coil_maps is not None:
         # the first frame's fully sampled centre; Cartesian k-space of a 2D slice is [nc, ny, nx]
         maps, map_info = estimate_coil_maps(cartesian_calibration(kspace[0], mask[0]), (ny, nx), coil_maps)
     per_frame = {int(mask[f].sum()) for f in range(len(frame_keys))}
@@ -219,7 +220,7 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps: str = "espiri
         readout_oversampling_removed=n_col != nx, noise_prewhitening=whitening, coil_maps=map_info)
     m = Measurement("MR", data, grid, MRGeometry("cartesian", mask=mask, coil_maps=maps),
                     {"description": f"Siemens raw data {name}, slice {slice_index}, {n_coils} coils", "source": source})
-    validate_measurement(m)
+    validate_measurement(m, maps_optional=coil_maps is None)
     return m
 
 
@@ -256,5 +257,5 @@ def _grid(scan, geometry, slice_index: int, nx: int, ny: int):
 def twix_header(path) -> dict:
     """modality, grid and geometry type without estimating coil maps (the Slicer module's
     preset choice); reads the file's data once (twixtools has no header-only read of the mdbs)."""
-    m = read_twix(path, coil_maps="lowres")
+    m = read_twix(path, coil_maps=None)
     return {"modality": m.modality, "grid": m.grid, "geometry": m.geometry.type, "attrs": m.attrs}

@@ -100,37 +100,24 @@ def _coil_images(measurement, device, cfg, dcf_on: bool = True):
     return torch.stack(imgs), op, y_all
 
 
-def estimate_coil_maps(measurement, device="cpu", width: float = 0.1, nufft: str = "auto") -> np.ndarray:
-    """Coil maps for multi-coil data stored without them, complex64 [n_coils, nz, ny, nx].
-
-    Low-resolution coil images (density-compensated adjoints, averaged over frames, Gaussian
-    low-pass with `width` x the k-space extent) divided by their root sum of squares: smooth
-    maps with sum |S|^2 = 1 that hold the coil phases. Cruder than ESPIRiT, enough for
-    CG-SENSE and TV on simulated or well-behaved data."""
-    imgs, _, _ = _coil_images(measurement, device, {"nufft": nufft})
-    imgs = imgs.mean(dim=1)  # [C, nz, ny, nx]
-    dims = tuple(d for d in (-3, -2, -1) if imgs.shape[d] > 1)
-    k = torch.fft.fftshift(torch.fft.fftn(imgs, dim=dims), dim=dims)
-    win = torch.ones(imgs.shape[1:], device=imgs.device)
-    for d in dims:
-        n = imgs.shape[d]
-        f = torch.exp(-0.5 * ((torch.arange(n, device=imgs.device) - n // 2) / (width * n)) ** 2)
-        shape = [1, 1, 1]
-        shape[d] = n
-        win = win * f.reshape(shape)
-    low = torch.fft.ifftn(torch.fft.ifftshift(k * win, dim=dims), dim=dims)
-    rss = torch.sqrt((low.abs() ** 2).sum(dim=0, keepdim=True)).clamp_min(1e-12)
-    return (low / rss).to(torch.complex64).cpu().numpy()
-
-
-def _with_maps(measurement, device, nufft):
-    """The measurement itself, or a copy whose geometry holds estimated coil maps."""
+def _with_maps(measurement):
+    """The measurement itself, or a copy whose geometry holds coil maps estimated from its data:
+    physics.mr_coil_maps, as the file readers do for multi-coil files without maps."""
     if _check_mr(measurement):
-        maps = estimate_coil_maps(measurement, device, nufft=nufft)
-        geo = _single_coil_geometry(measurement.geometry, maps)
-        return type(measurement)(measurement.modality, measurement.data, measurement.grid, geo,
-                                 dict(measurement.attrs)), True
+        from ..physics.mr_coil_maps import with_estimated_maps
+
+        return with_estimated_maps(measurement)[0], True
     return measurement, False
+
+
+def _prepared(measurement, cfg, device, monitor, **op_options):
+    """What the iterative methods start from: (the measurement with coil maps, estimated when
+    missing; whether they were; its operator with the config's NUFFT; the data as a tensor; the
+    device; the monitor)."""
+    measurement, estimated = _with_maps(measurement)
+    device = torch.device(device)
+    op = _operator(measurement, device, cfg, **op_options)
+    return measurement, estimated, op, _data(measurement, op, device), device, monitor or Monitor()
 
 
 def _sense_combine(x: torch.Tensor, op: MROperator) -> torch.Tensor:
@@ -210,15 +197,12 @@ def cgsense(measurement, *, prior=None, config=None, iterations=None, device="cp
     means "Tikhonov at 0.1% of the largest eigenvalue". Without regularisation the iteration
     count itself regularises (semi-convergence); the default is 30. Stops early when the
     normal-equation residual falls below `tolerance` relative to ‖AᴴWy‖.
-    Multi-coil data without coil maps: maps are estimated (`estimate_coil_maps`)."""
+    Multi-coil data without coil maps: maps are estimated (physics.mr_coil_maps)."""
     cfg = options.check_config(dict(config or {}), options.CGSENSE, "cgsense")
-    monitor = monitor or Monitor()
-    device = torch.device(device)
     n_iter = int(iterations or CGSENSE_ITERATIONS)
-    measurement, estimated = _with_maps(measurement, device, cfg["nufft"])
+    measurement, estimated, op, y, device, monitor = _prepared(measurement, cfg, device, monitor,
+                                                               toeplitz=bool(cfg["toeplitz"]))
     with torch.no_grad():
-        op = _operator(measurement, device, cfg, toeplitz=bool(cfg["toeplitz"]))
-        y = _data(measurement, op, device)
         w = _dcf(measurement, op, device) if (cfg["dcf_weighting"] and op.type != "cartesian") else None
 
         def normal(v):
@@ -284,13 +268,9 @@ def grasp(measurement, *, prior=None, config=None, iterations=None, device="cpu"
 
 
 def _tv(measurement, cfg, iterations, device, monitor) -> ReconResult:
-    monitor = monitor or Monitor()
-    device = torch.device(device)
     n_iter = int(iterations or TV_ITERATIONS)
-    measurement, estimated = _with_maps(measurement, device, cfg["nufft"])
+    measurement, estimated, op, y, device, monitor = _prepared(measurement, cfg, device, monitor)
     with torch.no_grad():
-        op = _operator(measurement, device, cfg)
-        y = _data(measurement, op, device)
         dcf = _dcf(measurement, op, device)
         lam = float(cfg["lambda"])
         wt = cfg["temporal_weight"]
@@ -379,13 +359,9 @@ def lps(measurement, *, prior=None, config=None, iterations=None, device="cpu", 
     largest singular value and m the largest temporal-Fourier entry of M₀ = A_nᴴ y_n. Stops after `iterations` (default 50) or when
     ‖ΔM‖ < tolerance ‖M‖. Multi-coil data without coil maps: maps are estimated."""
     cfg = options.check_config(dict(config or {}), options.LPS, "lps")
-    monitor = monitor or Monitor()
-    device = torch.device(device)
     n_iter = int(iterations or LPS_ITERATIONS)
-    measurement, estimated = _with_maps(measurement, device, cfg["nufft"])
+    measurement, estimated, op, y, device, monitor = _prepared(measurement, cfg, device, monitor)
     with torch.no_grad():
-        op = _operator(measurement, device, cfg)
-        y = _data(measurement, op, device)
         # Radial data: the density-weighted problem ½‖W^½(Ax − y)‖², as Otazo et al. (their E holds
         # √dcf): its gradient steps converge in tens of iterations, the unweighted ones do not.
         dcf = _dcf(measurement, op, device)
