@@ -3,7 +3,9 @@
 Methods are given as NAME or NAME:PRESET (e.g. `nerp:hash-ct`). The `convergence` group fits the
 same INR with plain L2, filtered least squares and ADMM and records PSNR against iterations; the
 `nufft` group times the NUFFT backends (bench_nufft.py); the `batch` group times `inrrecon
-batch` against running the same rows one after the other (bench_batch.py).
+batch` against running the same rows one after the other (bench_batch.py); `auto:GROUP` runs
+the classical methods with `auto` parameters against a sweep on GROUP's cases (bench_classical.py);
+`sigpy:GROUP` runs SigPy's SENSE and TV on the same MR files (bench_sigpy.py, the peers extra).
 Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
 are wall time of `reconstruct` on the chosen device.
 """
@@ -201,6 +203,10 @@ def run_bench(args) -> int:
             print(f"{g}: " + ", ".join(f"{k}({', '.join(f'{a}={b}' for a, b in kw.items())})" for k, kw in specs))
         print("convergence: LS vs FLS vs ADMM curves on the 128² thorax slice")
         print("batch: 8 small CT rows serially and with inrrecon batch --workers 2 (needs the batch extra)")
+        print("auto:GROUP: the classical methods' auto parameters against a sweep scored on the truth, on GROUP's "
+              "cases (e.g. auto:ct2d-v20; --methods tv,sirt to restrict)")
+        print("sigpy:GROUP: SigPy's SenseRecon / TotalVariationRecon (best of a sweep) against our cgsense / tv "
+              "with auto, on GROUP's static 2D radial MR cases (needs the peers extra)")
         print("nufft: forward / adjoint / normal of each NUFFT backend, 256² x 8 coils x 40 spokes and "
               "128² x 20 frames x 8 coils")
         return 0
@@ -227,6 +233,23 @@ def run_bench(args) -> int:
             result["batch"] = batch_timings()
             print()
             print_batch_table(result["batch"])
+            _write_json(out / "bench.json", result)
+            continue
+        if group.startswith("sigpy:"):
+            from .bench_sigpy import print_sigpy_table, sigpy_rows
+
+            result.setdefault("sigpy", []).extend(sigpy_rows(group[6:]))
+            print()
+            print_sigpy_table(result["sigpy"])
+            _write_json(out / "bench.json", result)
+            continue
+        if group.startswith("auto:"):
+            from .bench_classical import classical_rows, print_classical_table
+
+            methods = args.methods.split(",") if args.methods else None
+            result.setdefault("classical", []).extend(classical_rows(group[5:], methods, device))
+            print()
+            print_classical_table(result["classical"])
             _write_json(out / "bench.json", result)
             continue
         if group == "nufft":

@@ -6,7 +6,8 @@ Readout oversampling is removed (the readout transformed to image space, its cen
 1/oversampling kept); lines go to their k-space rows from the centre line in the scan header, so
 partial-Fourier and undersampled data land where they were measured (the mask says which).
 Noise-adjustment scans, when the file has them, prewhiten the coils (noise covariance →
-Cholesky whitening). Coil maps are estimated (physics/mr_coil_maps.py), since raw data never
+Cholesky whitening). The k-space noise variance (root attribute `noise_variance`, read by the
+`auto` regularisation rules) comes from the readout-oversampling band outside the FOV. Coil maps are estimated (physics/mr_coil_maps.py), since raw data never
 carry them.
 
 Geometry: the image's x axis is the readout, y the phase encoding, z the slice normal, with the
@@ -196,6 +197,7 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps="espirit") -> 
                              "Check that the file is complete; the noise scan must have the image scan's coils.") from None
         kspace = np.einsum("cd,fdyx->fcyx", np.linalg.inv(chol), kspace)
         whitening = {"noise_samples": int(samples.shape[1])}
+    noise_variance = _oversampling_noise(kspace, counts, nx) if n_col >= 2 * nx else None
     if n_col != nx:
         kspace = _crop_readout(kspace, nx)
     mask = np.broadcast_to((counts > 0)[:, :, None], (len(frame_keys), ny, nx)).copy()
@@ -218,10 +220,37 @@ def read_twix(path, *, slice_index=None, echo: int = 0, coil_maps="espirit") -> 
         header={**fields, "CenterLin": centre_line, "CenterCol": centre_col,
                 "patient_position": getattr(geometry, "patient_position", None)},
         readout_oversampling_removed=n_col != nx, noise_prewhitening=whitening, coil_maps=map_info)
-    m = Measurement("MR", data, grid, MRGeometry("cartesian", mask=mask, coil_maps=maps),
-                    {"description": f"Siemens raw data {name}, slice {slice_index}, {n_coils} coils", "source": source})
+    attrs = {"description": f"Siemens raw data {name}, slice {slice_index}, {n_coils} coils", "source": source}
+    if noise_variance is not None:
+        attrs["noise_variance"] = noise_variance  # what `auto` regularisation compares the residual with
+    m = Measurement("MR", data, grid, MRGeometry("cartesian", mask=mask, coil_maps=maps), attrs)
     validate_measurement(m, maps_optional=coil_maps is None)
     return m
+
+
+def _oversampling_noise(kspace: np.ndarray, counts: np.ndarray, nx: int):
+    """E|n|² per k-space sample after averaging, from the readout-oversampling band: along the
+    readout in image space, the columns outside the central nx (outside the prescribed FOV) hold
+    noise only where the object fits in the FOV; the median absolute deviation of their real and
+    imaginary parts ignores the columns it does not fit. The orthonormal FFTs keep white noise's
+    variance per sample through the crop. None when too few lines were acquired."""
+    from ..physics.mr_coil_maps import centred_ifft
+
+    n_col = kspace.shape[-1]
+    start = n_col // 2 - nx // 2
+    outside = np.r_[0:max(start - nx // 8, 0), min(start + nx + nx // 8, n_col):n_col]  # a margin off the FOV
+    acquired = counts > 0  # [frames, ny]
+    if outside.size < 8 or not acquired.any():
+        return None
+    band = centred_ifft(kspace, axes=(-1,))[..., outside]  # [f, c, y, cols]
+    # lines averaged n times carry 1/n of the noise variance: scale to one average, then back
+    scaled = band * np.sqrt(np.maximum(counts, 1))[:, None, :, None]
+    values = np.moveaxis(scaled, 2, 1)[acquired]  # [lines, c, cols]
+    if values.size < 64:
+        return None
+    part = np.concatenate([values.real.ravel(), values.imag.ravel()])
+    sigma = float(np.median(np.abs(part))) / 0.6744897501960817
+    return float(2.0 * sigma ** 2 * np.mean(1.0 / counts[acquired]))
 
 
 def _crop_readout(kspace: np.ndarray, nx: int) -> np.ndarray:

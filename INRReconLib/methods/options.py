@@ -44,10 +44,13 @@ class Option:
     above: bool = False
     nullable: bool = False
     needs: str = ""
+    auto: bool = False  # the string "auto" is also valid: chosen from the data (methods/auto_params.py)
 
     def problem(self, value) -> Optional[str]:
         """What is wrong with `value` for this key, or None."""
         if value is None and self.nullable:
+            return None
+        if self.auto and value == "auto":
             return None
         if self.kind == "bool":
             return None if isinstance(value, bool) else f"must be true or false, got {value!r}."
@@ -75,6 +78,8 @@ class Option:
 
     def requirement(self) -> str:
         """What a valid value is, for the fix of an error message."""
+        if self.auto:
+            return "'auto' or " + dataclasses.replace(self, auto=False).requirement()
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind == "bool":
@@ -116,7 +121,7 @@ def check_config(config: dict, options, method: str, *, defaults: bool = True, p
         if wrong is not None:
             raise InputError(f"config {prefix}{key}", wrong,
                              f"Set {prefix}{key} to {option.requirement()} ({key}: {option.doc}).")
-        if option.kind in ("int", "float") and value is not None:
+        if option.kind in ("int", "float") and value is not None and not (option.auto and value == "auto"):
             out[key] = int(value) if option.kind == "int" else float(value)  # NumPy scalars -> JSON-able
         elif option.kind == "floats":
             out[key] = [float(v) for v in value]
@@ -138,15 +143,19 @@ NUFFT = Option("nufft", "non-Cartesian MR: auto (the faster backend on this devi
 # ---- classical CT --------------------------------------------------------------------------
 FBP = (Option("filter", "ramp filter window: ramp (sharpest) or hann (less noise)", "ramp", choices=RAMP_WINDOWS),
        PROJECTOR)
-SIRT = (Option("iterations", "SIRT iterations from zero", 200, "int", minimum=1),
+SIRT = (Option("iterations", "SIRT iterations from zero; auto: stop where the data residual reaches what a "
+                "least-squares fit leaves of the sinogram's noise (sparse views: none, 1000 iterations)", "auto", "int",
+                minimum=1, auto=True),
         Option("nonneg", "clip negative attenuation every iteration", True, "bool"), PROJECTOR)
-CGLS = (Option("iterations", "CGLS iterations from zero (early stopping is the regulariser)", 50, "int", minimum=1),
+CGLS = (Option("iterations", "CGLS iterations from zero (early stopping is the regulariser); auto: stop where the data "
+               "residual reaches what a least-squares fit leaves of the noise, or levels off", "auto", "int", minimum=1,
+               auto=True),
         PROJECTOR)
-# lambda: on clean 20-view 64² phantoms (parallel and fan) 0.002-0.005 was best (0.0005 and 0.02
-# lost 1.5-4 dB); raise it for noisy data.
-TV_CT = (Option("iterations", "PDHG iterations (far from converged at 300 on sparse-view 256² slices)", 1000, "int",
+TV_CT = (Option("iterations", "preconditioned PDHG iterations, at most (it stops earlier at tolerance)", 500, "int",
                 minimum=1),
-         Option("lambda", "TV weight of the normalised problem (dimensionless; raise it for noisy data)", 0.002,
+         Option("lambda", "TV weight of the normalised problem (dimensionless); auto: the discrepancy principle on the "
+                "sinogram's Poisson noise", "auto", "float", minimum=0, auto=True),
+         Option("tolerance", "stop when the objective changes by less than this (relative) over 15 iterations", 5e-4,
                 "float", minimum=0),
          Option("nonneg", "clip negative attenuation every iteration", True, "bool"), PROJECTOR)
 
@@ -155,7 +164,9 @@ ADJOINT = (Option("density_compensation", "non-Cartesian: weight k-space by the 
            Option("scale", "least-squares: scale the image to fit the data; none: the raw adjoint", "least-squares",
                   choices=("least-squares", "none")),
            NUFFT, SPOKES_PER_FRAME)
-CGSENSE = (Option("lambda", "Tikhonov weight relative to the largest eigenvalue of AᴴWA (0: none, the iteration "
+CGSENSE = (Option("iterations", "CG iterations from zero; auto: stop where the data residual reaches the k-space "
+                  "noise (discrepancy principle, at most 100)", "auto", "int", minimum=1, auto=True),
+           Option("lambda", "Tikhonov weight relative to the largest eigenvalue of AᴴWA (0: none, the iteration "
                   "count regularises)", 0.0, "float", minimum=0),
            Option("dcf_weighting", "non-Cartesian: solve the density-weighted problem (faster, noisier)", False,
                   "bool"),
@@ -163,8 +174,9 @@ CGSENSE = (Option("lambda", "Tikhonov weight relative to the largest eigenvalue 
                   minimum=0),
            Option("toeplitz", "non-Cartesian: apply AᴴA through its Toeplitz embedding (faster)", True, "bool"),
            NUFFT, SPOKES_PER_FRAME)
-TV_MR = (Option("lambda", "TV weight relative to ‖AᴴA‖ and the image scale (tuned on a 256² brain, 40 spokes)", 2e-4,
-                "float", minimum=0),
+TV_MR = (Option("lambda", "TV weight relative to ‖AᴴA‖ and the image scale; auto: the discrepancy principle on the "
+                "k-space noise (2e-4 was the fixed default, tuned on a 256² brain, 40 spokes)", "auto", "float", minimum=0,
+                auto=True),
          Option("temporal_weight", "dynamic data: weight of the temporal TV (null: 0 for one frame, 1 for several)",
                 None, "float", minimum=0, nullable=True),
          Option("spatial_weight", "weight of the spatial TV (0 with temporal_weight > 0: temporal TV alone, as "
@@ -179,8 +191,9 @@ TV_MR = (Option("lambda", "TV weight relative to ‖AᴴA‖ and the image scale
 # GRASP (Feng et al. 2014): the same PDHG with temporal TV alone; lambda tuned on the dynamic
 # phantom (README: the dynamic MR table).
 GRASP = tuple(o for o in TV_MR if o.key not in ("lambda", "temporal_weight", "spatial_weight")) + (
-    Option("lambda", "temporal TV weight, relative as tv's (dynamic phantom, 64², 13 spokes per frame: 1e-4 / "
-           "2e-4 / 5e-4 / 1e-3 / 2e-3 -> 28.44 / 30.72 / 32.29 / 31.89 / 30.22 dB)", 5e-4, "float", minimum=0),)
+    Option("lambda", "temporal TV weight, relative as tv's; auto: the discrepancy principle on the k-space noise "
+           "(dynamic phantom, 64², 13 spokes per frame: 1e-4 / 2e-4 / 5e-4 / 1e-3 / 2e-3 -> 28.44 / 30.72 / 32.29 / "
+           "31.89 / 30.22 dB)", "auto", "float", minimum=0, auto=True),)
 # lambda_l / lambda_s on the dynamic phantom, 64², 13 spokes per frame: 0.01 / 0.01 -> 22.86 dB, 0.003 / 0.003
 # -> 22.65, 0.03 / 0.01 -> 23.38, 0.1 / 0.01 -> 23.56, 0.03 / 0.03 -> 21.43 (CG-SENSE 21.82, GRASP 32.29).
 LPS = (Option("lambda_l", "singular-value threshold of L, relative to the largest singular value of the gridding "

@@ -33,6 +33,7 @@ import sys
 import numpy as np
 
 from ..errors import InputError
+from . import auto_params
 from .monitor import Monitor
 from .options import PRIOR_REGISTRATIONS
 
@@ -303,7 +304,11 @@ def align_to_measurement(prior: np.ndarray, measurement, mode: str, reference_it
     n_slices = len(slices[1]) if slices is not None else 0
     total = n_ref + n_slices + planned_iterations(mode, grid.shape)
     stage = StageMonitor(monitor, "prior-registration", total)
-    ref = reconstruct(measurement, "tv", config=dict(backends or {}), iterations=n_ref, device=device, monitor=stage)
+    # a fixed weight, the one the registration was tuned with: `auto` needs a converged
+    # continuation, more than the reference's few iterations
+    fixed = {"lambda": auto_params.FALLBACK[("tv", measurement.modality)]}
+    ref = reconstruct(measurement, "tv", config={**dict(backends or {}), **fixed}, iterations=n_ref, device=device,
+                      monitor=stage)
     if ref.cancelled:
         return None, {"mode": mode, "cancelled": True}, ref.image
     reference = np.asarray(ref.image).reshape(grid.shape)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..methods import auto_params
 from ..physics.grid import ImageGrid
 from ..io.readers import read_measurement_header
 from .progress_plot import ProgressPlot
@@ -275,6 +276,12 @@ class ReconstructionSession:
                 self.change_node = load_change_map(self.scene, change, f"{self.output_name} change")
                 self.output_node.SetAttribute("INRRecon.changeMap", self.change_node.GetID())
                 self.state.message = " ".join([self.state.message, CHANGE_NOTE]).strip()
+            chosen = event.get("chosen") or {}
+            for key, c in chosen.items():
+                self.output_node.SetAttribute(f"INRRecon.auto.{key}", str(c.get("value")))
+            if chosen:
+                self.state.message = " ".join([self.state.message, auto_params.describe(chosen)]).strip()
+                self.log.append(auto_params.describe(chosen))
             sequence = event.get("sequence")
             if sequence and os.path.exists(sequence):
                 self._load_sequence(sequence, name)

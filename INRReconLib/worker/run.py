@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DeviceError, InputError
+from ..methods import auto_params
 from ..methods.monitor import Monitor
 from ..io.atomic import atomic_save_npy, atomic_write_text
 from .events import (PROTOCOL_VERSION, error_from_exception,
@@ -257,6 +258,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
 
     written_plan, written_image = output_plan, image
     warnings = list(result.extra.get("warnings") or [])  # the method's (e.g. a prior that does not match)
+    # an `auto` parameter that fell back or could not reach the noise level
+    warnings += [f"{key}: {c['warning']}" for key, c in auto_params.choices(result.extra).items() if "warning" in c]
     if fine_plan is not None:
         fine_image, warning = _field_on_finer_grid(result, measurement.grid, job["upsample"])
         if fine_image is None:
@@ -307,6 +310,9 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
             "meta": job["meta"]}
     if warnings:
         event["warnings"] = warnings
+    chosen = auto_params.choices(result.extra)
+    if chosen:
+        event["chosen"] = chosen  # the parameters `auto` picked, and by which rule
     if aligned is not None:
         event["prior_aligned"] = str(aligned_path)
     if change_path is not None:

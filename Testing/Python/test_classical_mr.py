@@ -65,15 +65,19 @@ def test_radial_quality_ordering(n_coils):
     maps = birdcage_coil_maps(n_coils, (N, N)) if n_coils > 1 else None
     m = simulate(MRGeometry("noncartesian", trajectory=golden_angle_radial(32, 2 * N), coil_maps=maps))
     adj = run("adjoint", m)
-    cg = run("cgsense", m)
+    cg = run("cgsense", m, config={"iterations": 30})
     tv = run("tv", m, iterations=150)
+    cg_auto = run("cgsense", m)  # stopped where the residual reaches the k-space noise
     p_adj, p_cg, p_tv = psnr(adj.image), psnr(cg.image), psnr(tv.image)
     print(f"radial {n_coils} coils: adjoint {p_adj:.2f} cgsense {p_cg:.2f} tv {p_tv:.2f}")
     assert adj.image.shape == (1, 1, N, N) and adj.image.dtype == np.complex64
     assert p_adj > 15.0  # least-squares scaled: magnitude comparable to the truth
     assert p_cg > p_adj + 0.5
     assert p_tv >= p_cg
-    assert cg.iterations == 30 and tv.iterations == 150
+    # with lambda: auto the 150 iterations run at the chosen weight, after the search
+    assert cg.iterations == 30 and tv.iterations == tv.extra["auto_lambda"]["stages"][-1]["iteration"] + 150
+    assert cg_auto.extra["auto_iterations"]["reached"] and cg_auto.iterations < 30
+    assert psnr(cg_auto.image) > p_adj + 0.5
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("finufft") is None, reason="finufft not installed")
@@ -84,7 +88,7 @@ def test_every_mr_method_takes_the_nufft_backend_and_records_it():
     from INRReconLib.physics.mr_nufft import AUTO_NUFFT
 
     m = simulate(MRGeometry("noncartesian", trajectory=golden_angle_radial(24, 2 * N), coil_maps=birdcage_coil_maps(4, (N, N))))
-    for method, iterations in (("adjoint", None), ("cgsense", None), ("tv", 40), ("inr", 20)):
+    for method, iterations in (("adjoint", None), ("cgsense", 30), ("tv", 40), ("inr", 20)):
         images = {}
         for nufft in ("torchkbnufft", "finufft"):
             res = reconstruct(m, method, config={"nufft": nufft}, iterations=iterations)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from inr_cases import psnr, sparse_cone_case, sparse_ct_case
+from INRReconLib.methods.auto_params import FALLBACK
 from INRReconLib.errors import InputError
 from INRReconLib.fields.lattice import lattice_points
 from INRReconLib.io.measurement import Measurement
@@ -92,7 +93,9 @@ def test_cancel_returns_current_image(case):
     result = reconstruct(m, "nerp", prior=prior, iterations=50, monitor=mon)
     assert result.cancelled and result.iterations == 0
     assert [h["stage"] for h in result.history] == ["prior-registration"] * 3
-    tv = reconstruct(m, "tv", iterations=result.config["registration_reference_iterations"], monitor=Track(stop_at=3))
+    fixed = {"lambda": FALLBACK[("tv", "CT")]}  # the reference's weight
+    tv = reconstruct(m, "tv", config=fixed, iterations=result.config["registration_reference_iterations"],
+                     monitor=Track(stop_at=3))
     np.testing.assert_allclose(result.image, tv.image)
     # Cancelled during the SimpleITK registration that follows the reference: the whole reference is kept.
     mon = StopAfterChecks(5)
@@ -102,7 +105,7 @@ def test_cancel_returns_current_image(case):
     assert result.extra["prior_registration"]["cancelled"]
     # it stopped at the registration's next optimizer iteration, not at the end of the stage
     assert 5 < mon.checks <= 5 + 3
-    np.testing.assert_allclose(result.image, reconstruct(m, "tv", iterations=5).image)
+    np.testing.assert_allclose(result.image, reconstruct(m, "tv", config=fixed, iterations=5).image)
 
 
 def test_bad_inputs(case):

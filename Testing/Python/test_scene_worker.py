@@ -137,3 +137,25 @@ def test_real_worker_cancel_leaves_scene_consistent(real_case):
     added = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") - n_volumes
     assert added in (1, 2)  # the partial output (+ the preview if one came)
     assert scene.GetNodeByID(session.state.output_node_id).GetName().endswith("(partial)")
+
+
+def test_real_worker_shows_what_auto_chose(real_case):
+    """`lambda: auto` (tv's default): the weight chosen from the data reaches the status line and
+    the output node, as the result's config has it."""
+    import json
+    import time
+
+    scene, grid, prior, path, tmp = real_case
+    session = ReconstructionSession(scene, factory, tmp / "job", path, prior_node=prior, method="tv", device="cpu",
+                                    preview_every=0)
+    session.start()
+    deadline = time.monotonic() + 120
+    while not session.state.finished and time.monotonic() < deadline:
+        session.poll()
+        time.sleep(0.02)
+    assert session.state.status == "done", (session.state.message, session.log)
+    out = scene.GetNodeByID(session.state.output_node_id)
+    chosen = float(out.GetAttribute("INRRecon.auto.lambda"))
+    config = json.loads(next((tmp / "job").glob("*.config.json")).read_text())
+    assert config["lambda"] == pytest.approx(chosen)
+    assert "Chosen from the data: lambda" in session.state.summary() and "discrepancy principle" in session.state.summary()

@@ -91,21 +91,27 @@ def _undersampled(full: Measurement, acceleration: float = 2, acs: int = 24) -> 
 def test_retrospective_undersampling_cgsense_and_inr(full):
     """R = 2 with 24 ACS lines. With two coils side by side and the phase encoding across them,
     SENSE unfolding is ill-conditioned in the middle of the image (measured: CG-SENSE without
-    regularisation 14.4 dB against the full image, zero-filled 26.2): its Tikhonov weight and
-    the INR's implicit regularisation must recover most of that (25.8 dB; the INR 22.2 dB after
-    50 steps, 25.8 after 80)."""
+    regularisation 14.4 dB after 30 iterations against the full image, zero-filled 26.2): its
+    Tikhonov weight, `iterations: auto` (the residual never reaches the noise the reader measured
+    in the readout-oversampling band; CG stops where it levels off, 19.3 dB) and the INR's implicit
+    regularisation must recover most of that (25.8 dB; the INR 22.2 dB after 50 steps, 25.8 after
+    80)."""
     from INRReconLib.methods.presets import load_config
 
     reference = np.abs(np.asarray(reconstruct(full, "adjoint").image)).reshape(1, 160, 160)
     sparse = _undersampled(full)
     assert 0.4 < sparse.data.shape[-1] / full.data.shape[-1] < 0.6
     scores = {}
-    for name, method, kw in (("zero-filled", "adjoint", {}), ("cgsense", "cgsense", {}),
+    assert full.attrs["noise_variance"] > 0
+    for name, method, kw in (("zero-filled", "adjoint", {}), ("cgsense", "cgsense", {"config": {"iterations": 30}}),
+                             ("cgsense-auto", "cgsense", {}),
                              ("cgsense-tikhonov", "cgsense", {"config": {"lambda": 0.05}}),
                              ("inr", "inr", {"config": load_config("hash-mr"), "iterations": 50})):
         image = np.asarray(reconstruct(sparse, method, **kw).image).reshape(1, 160, 160)
         scores[name] = image_metrics(scale_to_reference(image, reference), reference)["psnr"]
     assert scores["cgsense-tikhonov"] > scores["cgsense"] + 8, scores
+    # the residual levels off far above the noise (the maps fit about half the data): stopped there
+    assert scores["cgsense-auto"] > scores["cgsense"] + 4, scores
     assert scores["inr"] > scores["cgsense"] + 6, scores
     assert scores["zero-filled"] > 22, scores
 

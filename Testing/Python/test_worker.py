@@ -173,7 +173,7 @@ def test_worker_process_sirt_events_previews_and_output(cases, tmp_path):
     assert result["metrics"]["psnr"] > 18 and 0 < result["metrics"]["final_loss"] < progress[0]["loss"]
 
     config = json.loads(Path(result["config"]).read_text())
-    assert result["config"] == str(tmp_path / "sirt.config.json") and config["iterations"] == 200  # method default
+    assert result["config"] == str(tmp_path / "sirt.config.json") and config["iterations"] == "auto"  # method default; 30 passed
     saved = json.loads(Path(result["metrics_path"]).read_text())
     assert saved["metrics"]["psnr"] == pytest.approx(result["metrics"]["psnr"])
     assert len(saved["history"]) == 30
