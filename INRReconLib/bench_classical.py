@@ -93,7 +93,7 @@ def classical_rows(group: str, methods=None, device="cpu") -> list:
             if modality != _kind(case) or (methods and method not in methods):
                 continue
             print(f"bench: {case.name} / {method} auto and {key} sweep ...", file=sys.stderr, flush=True)
-            auto = score_method(case, {}, method, device)
+            auto = score_method(case, {key: "auto"}, method, device)
             sweep = [{"value": v, **score_method(case, {key: v}, method, device)} for v in values]
             rows.append({"case": case.name, "method": method, "key": key, "auto": auto,
                          "chosen": auto["config"].get(key), "sweep": sweep,

@@ -73,7 +73,8 @@ def sigpy_rows(group: str) -> list:
             img = sp.mri.app.TotalVariationRecon(y, maps, c * scale, coord=coord, max_iter=TV_ITERATIONS,
                                                  show_pbar=False).run()
             runs["tv"].append(_scores(case, img, time.perf_counter() - t, f"lambda {c:g} x max|A^H y|"))
-        ours = {"sense": score_method(case, {}, "cgsense", "cpu"), "tv": score_method(case, {}, "tv", "cpu")}
+        ours = {"sense": score_method(case, {"iterations": "auto"}, "cgsense", "cpu"),
+                "tv": score_method(case, {"lambda": "auto"}, "tv", "cpu")}
         for what in ("sense", "tv"):
             best = max(runs[what], key=lambda r: r["psnr"])
             rows.append({"case": case.name, "method": {"sense": "CG-SENSE", "tv": "TV"}[what], "sigpy_best": best,
