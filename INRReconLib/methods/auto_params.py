@@ -4,18 +4,20 @@ principle on the noise the measurement itself shows (physics/noise.py).
 A reconstruction that fits the data better than their noise fits the noise. The rule: the
 regularisation weight (TV) or the iteration count (SIRT, CGLS, CG-SENSE, whose early stopping is
 the regulariser) is chosen so that the data residual ‖A x − y‖² comes down to τ × the expected
-‖noise‖² (TAU, per modality), and no further.
+‖noise‖² (TAU, per modality) — for CT's SIRT and CGLS, to what a least-squares fit leaves of it
+(least_squares_residual) — and no further.
 
 For TV, `LambdaContinuation` finds the weight inside the one solver run: it starts at a weight
 that flattens the image and lowers it by STEP every STAGE iterations (warm-started, so the solver
-keeps converging) until the residual reaches the target, or stops falling (LEVELLED: the model cannot fit the
-data to the estimated noise); the weight is then held, one half-step back up (the residual of an
-unconverged stage lags behind the converged one).
+keeps converging) until the residual reaches the target, or stops falling (LEVELLED: the model
+cannot fit the data to the estimated noise); the weight is then held, one half-step back up (the
+residual of an unconverged stage lags behind the converged one). `IterationStop` does the same for
+the iteration count, with LEVELLED_ITERATIONS for conjugate gradients.
 
 A measurement whose noise cannot be estimated (physics.noise.NoiseUnavailable: too few detector
 columns, no outer k-space along a readout) falls back to the method's FALLBACK value, the fixed
-default it had before `auto`, and the result's `auto_<key>` entry says so; a target the solver cannot reach (the data term stalls above it:
-inconsistent data, a wrong geometry) keeps the smallest weight tried, and the result says so.
+default it had before `auto`, and the result's `auto_<key>` entry says so; a target the solver
+cannot reach keeps the weight or count where the residual levelled off, and the result says so.
 """
 
 from __future__ import annotations

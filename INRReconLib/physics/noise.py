@@ -10,18 +10,19 @@ by e^{y/2} every ray's noise has the same spread 1/√I0, whose median absolute 
 MR: complex white noise of variance σ² per sample (E|n|², the same for every coil after
 prewhitening). The file's `noise_variance` attribute when a noise scan gave it; otherwise the
 median absolute deviation of eighth differences along the readout in outer k-space (|k| above
-OUTER_K of the sampled maximum), where the signal is small and smooth along the readout.
+OUTER_K of the sampled maximum), where the signal is small and smooth along the readout (radial
+readouts are 2× oversampled; Cartesian data whose object fills the FOV read some of the object's
+outer k-space too: an upper bound; the Siemens reader measures the oversampling band instead).
 
 Either estimate is an upper bound where the data have no noise (simulated, noise-free files): the
-differences then hold only what the model cannot follow, which is what a data term can
-not fit either. `NoiseEstimate.rule` says which source was used, for the result's config.
+differences then hold only what the model cannot follow, which is what a data term cannot fit
+either. `NoiseEstimate.rule` says which source was used, for the result's record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 

@@ -185,3 +185,17 @@ def test_auto_is_a_valid_value_only_where_documented():
         options.check_config({"lambda": "automatic"}, options.TV_CT, "tv")
     with pytest.raises(InputError, match="filter"):
         options.check_config({"filter": "auto"}, options.FBP, "fbp")
+
+
+def test_the_auto_benchmark_table_compares_with_the_sweep_and_the_peer(capsys):
+    from INRReconLib.bench_classical import peer_scores, print_classical_table
+
+    assert peer_scores("ct2d_longitudinal_fan_v20_noisy_priorvolume", "tv") == (29.10, 0.8081)
+    assert peer_scores("no_such_case", "sirt") is None
+    row = {"case": "c", "method": "tv", "key": "lambda", "chosen": 0.0049, "peer": (29.1, 0.8081),
+           "auto": {"psnr": 29.38, "ssim": 0.8371, "roi_psnr": 24.29, "iterations": 500, "seconds": 22.0},
+           "sweep": [{"value": 0.002, "psnr": 28.94, "ssim": 0.822, "roi_psnr": 23.5, "seconds": 25.4},
+                     {"value": 0.004, "psnr": 29.36, "ssim": 0.836, "roi_psnr": 24.22, "seconds": 23.9}]}
+    print_classical_table([row])
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "lambda 0.0049" in line and "lambda 0.004 " in line and "+0.02" in line and "29.10 / 0.8081" in line
