@@ -235,6 +235,7 @@ def _oversampling_noise(kspace: np.ndarray, counts: np.ndarray, nx: int):
     imaginary parts ignores the columns it does not fit. The orthonormal FFTs keep white noise's
     variance per sample through the crop. None when too few lines were acquired."""
     from ..physics.mr_coil_maps import centred_ifft
+    from ..physics.noise import mad_sigma
 
     n_col = kspace.shape[-1]
     start = n_col // 2 - nx // 2
@@ -248,8 +249,7 @@ def _oversampling_noise(kspace: np.ndarray, counts: np.ndarray, nx: int):
     values = np.moveaxis(scaled, 2, 1)[acquired]  # [lines, c, cols]
     if values.size < 64:
         return None
-    part = np.concatenate([values.real.ravel(), values.imag.ravel()])
-    sigma = float(np.median(np.abs(part))) / 0.6744897501960817
+    sigma = mad_sigma(np.concatenate([values.real.ravel(), values.imag.ravel()]))
     return float(2.0 * sigma ** 2 * np.mean(1.0 / counts[acquired]))
 
 

@@ -51,11 +51,18 @@ def is_auto(value) -> bool:
     return isinstance(value, str) and value == AUTO
 
 
-def fallback(method: str, modality: str, key: str, why: Exception) -> tuple:
-    """(the value to use, the result's `auto_<key>` record) when the noise is unavailable."""
-    value = FALLBACK[(method, modality)]
-    return value, {"rule": f"fallback: the fixed default {key} {value:g} (no noise estimate)", key: value,
-                   "reached": False, "warning": f"no noise estimate: {why}"}
+def noise_or_fallback(measurement, method: str, key: str):
+    """For `key: auto`: (the measurement's noise estimate, None), or when it shows none
+    (physics.noise.NoiseUnavailable) (None, the record of the fallback) with record[key] the
+    FALLBACK value to use."""
+    from ..physics.noise import NoiseUnavailable, ct_noise, mr_noise
+
+    try:
+        return (ct_noise if measurement.modality == "CT" else mr_noise)(measurement), None
+    except NoiseUnavailable as why:
+        value = FALLBACK[(method, measurement.modality)]
+        return None, {"rule": f"fallback: the fixed default {key} {value:g} (no noise estimate)", key: value,
+                      "reached": False, "warning": f"no noise estimate: {why}"}
 
 
 @dataclass

@@ -19,7 +19,6 @@ from ..numerics import finite_diff, krylov
 from ..physics.ct_filters import (WINDOWS, angular_weights, cone_frame, fdk_cosine_weights, parker_weights,
                                   ramp_filter, view_angles)
 from ..physics.ct_projector import CTProjector
-from ..physics.noise import NoiseUnavailable, ct_noise
 from . import auto_params, options
 from .result import ReconResult
 
@@ -112,24 +111,21 @@ def fbp(measurement, *, prior=None, config=None, iterations=None, device="cpu", 
 
 
 # ------------------------------------------------------------------------- noise and auto rules
-def _noise_target(measurement, cfg, key, method, iterations=None, least_squares=None):
+def _noise_target(measurement, cfg, key, method, iterations=None, column_sums=None):
     """For cfg[key] = auto (and no count passed): (the discrepancy target τ‖noise‖², the noise
     estimate) or, without a noise estimate, (None, the fallback's record), the fallback value
-    written into cfg. Otherwise (None, None). least_squares: the projector of an iteration-count
-    method; the target is then what a least-squares fit leaves of the noise (auto_params), with
-    the voxels some ray crosses as the unknowns."""
+    written into cfg. Otherwise (None, None). column_sums: Aᵀ1 of an iteration-count method; the
+    target is then what a least-squares fit leaves of the noise (auto_params), with the voxels
+    some ray crosses (Aᵀ1 > 0) as the unknowns."""
     if iterations is not None or not auto_params.is_auto(cfg[key]):
         return None, None
-    try:
-        est = ct_noise(measurement)
-    except NoiseUnavailable as why:
-        cfg[key], record = auto_params.fallback(method, "CT", key, why)
+    est, record = auto_params.noise_or_fallback(measurement, method, key)
+    if record is not None:
+        cfg[key] = record[key]
         return None, record
     total = est.total
-    if least_squares is not None:
-        with torch.no_grad():
-            seen = int((least_squares.adjoint(torch.ones(least_squares.data_shape, device=least_squares.device)) > 0).sum())
-        total = auto_params.least_squares_residual(total, est.variance.size, seen)
+    if column_sums is not None:
+        total = auto_params.least_squares_residual(total, est.variance.size, int((column_sums > 0).sum()))
     return auto_params.TAU["CT"] * total, est
 
 
@@ -154,14 +150,15 @@ def sirt(measurement, *, prior=None, config=None, iterations=None, device="cpu",
 
     monitor = monitor or Monitor()
     cfg, op, y = _setup(measurement, config, "sirt", device)
-    target, est = _noise_target(measurement, cfg, "iterations", "sirt", iterations, least_squares=op)
-    n = MAX_AUTO_ITERATIONS["sirt"] if target is not None else _n_iterations(iterations, cfg)
-    stop = auto_params.IterationStop(target, auto_params.TAU["CT"]) if target is not None else None
     with torch.no_grad():
         row = op.forward(torch.ones(op.image_shape, device=op.device))
         col = op.adjoint(torch.ones(op.data_shape, device=op.device))
         R = torch.where(row > 1e-6 * row.max(), 1.0 / row.clamp(min=1e-12), torch.zeros_like(row))
         C = torch.where(col > 1e-6 * col.max(), 1.0 / col.clamp(min=1e-12), torch.zeros_like(col))
+    target, est = _noise_target(measurement, cfg, "iterations", "sirt", iterations, column_sums=col)
+    n = MAX_AUTO_ITERATIONS["sirt"] if target is not None else _n_iterations(iterations, cfg)
+    stop = auto_params.IterationStop(target, auto_params.TAU["CT"]) if target is not None else None
+    with torch.no_grad():
         x = torch.zeros(op.image_shape, device=op.device)
         it, cancelled = 0, False
         for it in range(1, n + 1):
@@ -190,7 +187,10 @@ def cgls(measurement, *, prior=None, config=None, iterations=None, device="cpu",
 
     monitor = monitor or Monitor()
     cfg, op, y = _setup(measurement, config, "cgls", device)
-    target, est = _noise_target(measurement, cfg, "iterations", "cgls", iterations, least_squares=op)
+    auto = iterations is None and auto_params.is_auto(cfg["iterations"])
+    with torch.no_grad():
+        col = op.adjoint(torch.ones(op.data_shape, device=op.device)) if auto else None
+    target, est = _noise_target(measurement, cfg, "iterations", "cgls", iterations, column_sums=col)
     n = MAX_AUTO_ITERATIONS["cgls"] if target is not None else _n_iterations(iterations, cfg)
     stop = (auto_params.IterationStop(target, auto_params.TAU["CT"], auto_params.LEVELLED_ITERATIONS)
             if target is not None else None)

@@ -24,7 +24,6 @@ from ..numerics.krylov import cg, power_method
 from ..physics.mr_geometry import MRGeometry
 from ..physics.mr_operator import MROperator
 from ..physics.mr_sampling import density_compensation
-from ..physics.noise import NoiseUnavailable, mr_noise
 from . import auto_params, options
 from .monitor import Monitor
 from .result import ReconResult
@@ -121,16 +120,6 @@ def _prepared(measurement, cfg, device, monitor, **op_options):
     return measurement, estimated, op, _data(measurement, op, device), device, monitor or Monitor()
 
 
-def _noise_or_fallback(measurement, method, key):
-    """For `key: auto`: (the k-space noise estimate, "auto", {}) or, when the data show no
-    noise, (None, the fallback value, its record for the result's extra)."""
-    try:
-        return mr_noise(measurement), auto_params.AUTO, {}
-    except NoiseUnavailable as why:
-        value, record = auto_params.fallback(method, "MR", key, why)
-        return None, value, {f"auto_{key}": record}
-
-
 def _sense_combine(x: torch.Tensor, op: MROperator) -> torch.Tensor:
     """Σ conj(S) x has already been formed by the adjoint; divide by Σ|S|² where coils see."""
     if op.smaps is None:
@@ -216,7 +205,9 @@ def cgsense(measurement, *, prior=None, config=None, iterations=None, device="cp
                                                                toeplitz=bool(cfg["toeplitz"]))
     stop, est, extra = None, None, {}
     if iterations is None and auto_params.is_auto(cfg["iterations"]):
-        est, cfg["iterations"], extra = _noise_or_fallback(measurement, "cgsense", "iterations")
+        est, record = auto_params.noise_or_fallback(measurement, "cgsense", "iterations")
+        if record is not None:
+            cfg["iterations"], extra = record["iterations"], {"auto_iterations": record}
     n_iter = MAX_AUTO_ITERATIONS if est is not None else int(iterations or cfg["iterations"])
     with torch.no_grad():
         w = _dcf(measurement, op, device) if (cfg["dcf_weighting"] and op.type != "cartesian") else None
@@ -294,20 +285,20 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
     step τ (the dual steps follow from τ(σ_p + σ_q‖∇‖²) = 1); τ = 10 converged best in 200
     iterations on the 256² brain (34.4 dB vs 32.5 dB with τ = 1, 30.8 dB with τ = 0.3)."""
     cfg = options.check_config(dict(config or {}), options.TV_MR, "tv")
-    return _tv(measurement, {**cfg, "method": "tv"}, iterations, device, monitor)
+    return _tv(measurement, cfg, iterations, device, monitor, "tv")
 
 
 def grasp(measurement, *, prior=None, config=None, iterations=None, device="cpu", monitor=None) -> ReconResult:
     """GRASP-like reconstruction of dynamic data (Feng et al. 2014): tv's PDHG with temporal TV
     alone, min_x ½‖Ax − y‖² + λ_eff TV_t(x)."""
     cfg = options.check_config(dict(config or {}), options.GRASP, "grasp")
-    result = _tv(measurement, {**cfg, "temporal_weight": 1.0, "spatial_weight": 0.0, "method": "grasp"}, iterations,
-                 device, monitor)
+    result = _tv(measurement, {**cfg, "temporal_weight": 1.0, "spatial_weight": 0.0}, iterations, device, monitor,
+                 "grasp")
     result.config = {k: v for k, v in result.config.items() if k in cfg}  # with the NUFFT that ran
     return result
 
 
-def _tv(measurement, cfg, iterations, device, monitor) -> ReconResult:
+def _tv(measurement, cfg, iterations, device, monitor, method) -> ReconResult:
     n_iter = int(iterations or TV_ITERATIONS)
     measurement, estimated, op, y, device, monitor = _prepared(measurement, cfg, device, monitor)
     with torch.no_grad():
@@ -326,11 +317,13 @@ def _tv(measurement, cfg, iterations, device, monitor) -> ReconResult:
         continuation, est, extra = None, None, {}
         unit2 = (s / scale_a) ** 2  # ‖A_n u − y_n‖² × unit2 = ‖A x − y‖²
         if auto_params.is_auto(cfg["lambda"]):
-            est, cfg["lambda"], extra = _noise_or_fallback(measurement, cfg["method"], "lambda")
+            est, record = auto_params.noise_or_fallback(measurement, method, "lambda")
+            if record is not None:
+                cfg["lambda"], extra = record["lambda"], {"auto_lambda": record}
         if est is not None:
             tau = auto_params.TAU["MR"]
-            continuation = auto_params.LambdaContinuation(tau * est.total / unit2, tau,
-                                                          lam=LAMBDA_START[cfg["method"]], stage=TV_STAGE)
+            continuation = auto_params.LambdaContinuation(tau * est.total / unit2, tau, lam=LAMBDA_START[method],
+                                                          stage=TV_STAGE)
         lam = continuation.lam if continuation is not None else float(cfg["lambda"])
 
         # k-space dual step: proportional to the DCF, normalised so that ‖W^½ A_n‖ = 1
@@ -389,8 +382,7 @@ def _tv(measurement, cfg, iterations, device, monitor) -> ReconResult:
         if continuation is not None:
             extra["auto_lambda"] = continuation.summary(est, unit2)  # residuals as ‖A x − y‖²
             cfg["lambda"] = lam
-    config = {k: v for k, v in cfg.items() if k != "method"}
-    return _result(x, done, cancelled, monitor, config, lambda_effective=lam * big_l * s, operator_norm=big_l,
+    return _result(x, done, cancelled, monitor, cfg, lambda_effective=lam * big_l * s, operator_norm=big_l,
                    image_scale=s, temporal_weight=wt, estimated_coil_maps=estimated, **extra)
 
 

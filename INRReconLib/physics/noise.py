@@ -57,8 +57,20 @@ class NoiseEstimate:
     detail: dict = field(default_factory=dict)
 
 
-def _mad_sigma(d: np.ndarray) -> float:
+def mad_sigma(d: np.ndarray) -> float:
+    """σ of zero-mean Gaussian samples from their median absolute value (robust to outliers)."""
     return float(np.median(np.abs(d))) * _MAD_TO_SIGMA
+
+
+def _stated(measurement, key: str, fix: str):
+    """The file's positive root attribute `key` as a float, None when absent."""
+    stated = measurement.attrs.get(key)
+    if stated is None:
+        return None
+    value = float(stated)
+    if not (np.isfinite(value) and value > 0):
+        raise InputError(f"/ {key}", f"must be a positive number, got {stated!r}.", fix)
+    return value
 
 
 def _differences(u: np.ndarray) -> np.ndarray:
@@ -70,12 +82,9 @@ def _differences(u: np.ndarray) -> np.ndarray:
 def ct_noise(measurement) -> NoiseEstimate:
     """Per-ray variance e^{y}/I0 of a CT sinogram (module doc)."""
     y = np.asarray(measurement.data, dtype=np.float64)
-    stated = measurement.attrs.get("photons_per_pixel")
-    if stated is not None:
-        i0 = float(stated)
-        if not (np.isfinite(i0) and i0 > 0):
-            raise InputError("/ photons_per_pixel", f"must be a positive number, got {stated!r}.",
-                             "Store the unattenuated counts per detector pixel (from the air scan), or remove it.")
+    i0 = _stated(measurement, "photons_per_pixel",
+                 "Store the unattenuated counts per detector pixel (from the air scan), or remove it.")
+    if i0 is not None:
         rule = "stated I0 (photons_per_pixel)"
         detail = {"photons_per_pixel": i0}
     else:
@@ -84,7 +93,7 @@ def ct_noise(measurement) -> NoiseEstimate:
                                    "Give lambda/iterations as numbers, or store photons_per_pixel in the file.")
         h = len(_KERNEL) // 2
         z = _differences(y) * np.exp(-0.5 * np.clip(y[..., h:y.shape[-1] - h], -5.0, 30.0))
-        i0 = 1.0 / max(_mad_sigma(z), 1e-12) ** 2
+        i0 = 1.0 / max(mad_sigma(z), 1e-12) ** 2
         rule = "estimated I0 (eighth differences along the detector rows)"
         detail = {"photons_per_pixel": i0, "differences": int(z.size)}
     variance = np.exp(np.clip(y, -5.0, 30.0)) / i0
@@ -129,12 +138,8 @@ def _readout_windows(geometry) -> list:
 def mr_noise(measurement) -> NoiseEstimate:
     """E|n|² per complex k-space sample (module doc)."""
     y = np.asarray(measurement.data)
-    stated = measurement.attrs.get("noise_variance")
-    if stated is not None:
-        var = float(stated)
-        if not (np.isfinite(var) and var > 0):
-            raise InputError("/ noise_variance", f"must be a positive number, got {stated!r}.",
-                             "Store E|n|² per k-space sample from the noise scan, or remove it.")
+    var = _stated(measurement, "noise_variance", "Store E|n|² per k-space sample from the noise scan, or remove it.")
+    if var is not None:
         return NoiseEstimate(var, var * y.size, "stated (noise_variance)", {"noise_variance": var})
     diffs = []
     for f, win in enumerate(_readout_windows(measurement.geometry)):
@@ -145,7 +150,7 @@ def mr_noise(measurement) -> NoiseEstimate:
     if d.size < MIN_SAMPLES:
         raise NoiseUnavailable("/data", f"only {d.size} outer k-space samples lie along a readout: no noise estimate.",
                                "Give lambda/iterations as numbers, or store noise_variance in the file.")
-    sigma_part = _mad_sigma(d)  # per real and imaginary part
+    sigma_part = mad_sigma(d)  # per real and imaginary part
     var = 2.0 * sigma_part ** 2
     return NoiseEstimate(var, var * y.size, "estimated (eighth differences along the readout, outer k-space)",
                          {"noise_variance": var, "differences": int(d.size)})

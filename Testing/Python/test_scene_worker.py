@@ -51,13 +51,22 @@ def factory(job_dir):
     return WorkerRunner(job_dir, python=sys.executable)
 
 
+def run_to_end(session, seconds):
+    """Poll the session until its run finished or `seconds` passed."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not session.state.finished and time.monotonic() < deadline:
+        session.poll()
+        time.sleep(0.02)
+
+
 def test_real_worker_streams_preview_and_output(real_case):
     scene, grid, prior, path, tmp = real_case
     before = V.array_from_volume(prior).copy()
     session = ReconstructionSession(scene, factory, tmp / "job", path, prior_node=prior, method="sirt",
                                     iterations=12, device="cpu", preview_every=3)
     session.start()
-    import time
 
     # The preview node lives from the first preview to the result, and one poll may bring both
     # (the pipes are read in one go): record it as each preview is handled.
@@ -71,10 +80,7 @@ def test_real_worker_streams_preview_and_output(real_case):
                              V.get_ijk_to_ras(session.preview_node)))
 
     session._on_preview = recording
-    deadline = time.monotonic() + 60
-    while not session.state.finished and time.monotonic() < deadline:
-        session.poll()
-        time.sleep(0.02)
+    run_to_end(session, 60)
     assert session.state.status == "done", (session.state.message, session.log)
     assert previews, "no preview arrived"
     assert np.allclose(previews[-1][1], V.get_ijk_to_ras(prior), atol=1e-6)
@@ -93,18 +99,13 @@ def test_real_worker_streams_preview_and_output(real_case):
 
 def test_real_worker_nerp_adds_the_aligned_prior(real_case):
     """NeRP's registered prior arrives as its own volume on the prior's grid; the prior is untouched."""
-    import time
-
     scene, grid, prior, path, tmp = real_case
     before = V.array_from_volume(prior).copy()
     config = {"embed_iterations": 2, "prior_registration": "rigid", "registration_reference_iterations": 10}
     session = ReconstructionSession(scene, factory, tmp / "job", path, prior_node=prior, method="nerp",
                                     config=config, iterations=2, device="cpu", preview_every=0)
     session.start()
-    deadline = time.monotonic() + 60
-    while not session.state.finished and time.monotonic() < deadline:
-        session.poll()
-        time.sleep(0.02)
+    run_to_end(session, 60)
     assert session.state.status == "done", (session.state.message, session.log)
     out = scene.GetNodeByID(session.state.output_node_id)
     aligned = scene.GetNodeByID(out.GetAttribute("INRRecon.alignedPrior"))
@@ -143,16 +144,12 @@ def test_real_worker_shows_what_auto_chose(real_case):
     """`lambda: auto` (tv's default): the weight chosen from the data reaches the status line and
     the output node, as the result's config has it."""
     import json
-    import time
 
     scene, grid, prior, path, tmp = real_case
     session = ReconstructionSession(scene, factory, tmp / "job", path, prior_node=prior, method="tv", device="cpu",
                                     preview_every=0)
     session.start()
-    deadline = time.monotonic() + 120
-    while not session.state.finished and time.monotonic() < deadline:
-        session.poll()
-        time.sleep(0.02)
+    run_to_end(session, 120)
     assert session.state.status == "done", (session.state.message, session.log)
     out = scene.GetNodeByID(session.state.output_node_id)
     chosen = float(out.GetAttribute("INRRecon.auto.lambda"))
