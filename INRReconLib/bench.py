@@ -5,7 +5,8 @@ same INR with plain L2, filtered least squares and ADMM and records PSNR against
 `nufft` group times the NUFFT backends (bench_nufft.py); the `batch` group times `inrrecon
 batch` against running the same rows one after the other (bench_batch.py); `auto:GROUP` runs
 the classical methods with `auto` parameters against a sweep on GROUP's cases (bench_classical.py);
-`sigpy:GROUP` runs SigPy's SENSE and TV on the same MR files (bench_sigpy.py, the peers extra).
+`sigpy:GROUP` runs SigPy's SENSE and TV on the same MR files (bench_sigpy.py, the peers extra);
+`import:cbct` imports RTK-written cone-beam scans and compares with RTK's FDK (bench_import.py).
 Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
 are wall time of `reconstruct` on the chosen device.
 """
@@ -207,6 +208,8 @@ def run_bench(args) -> int:
               "cases (e.g. auto:ct2d-v20; --methods tv,sirt to restrict)")
         print("sigpy:GROUP: SigPy's SenseRecon / TotalVariationRecon (best of a sweep) against our cgsense / tv "
               "with auto, on GROUP's static 2D radial MR cases (needs the peers extra)")
+        print("import:cbct: RTK-written cone-beam scans (full, half-fan, short) of the real thorax imported with "
+              "inrrecon import rtk, against RTK's FDK and the direct path (needs itk-rtk; --methods tv adds TV)")
         print("nufft: forward / adjoint / normal of each NUFFT backend, 256² x 8 coils x 40 spokes and "
               "128² x 20 frames x 8 coils")
         return 0
@@ -241,6 +244,15 @@ def run_bench(args) -> int:
             result.setdefault("sigpy", []).extend(sigpy_rows(group[6:]))
             print()
             print_sigpy_table(result["sigpy"])
+            _write_json(out / "bench.json", result)
+            continue
+        if group.startswith("import:"):
+            from .bench_import import import_rows, print_import_table
+
+            methods = args.methods.split(",") if args.methods else None
+            result.setdefault("import", []).extend(import_rows(group[7:], methods, device))
+            print()
+            print_import_table(result["import"])
             _write_json(out / "bench.json", result)
             continue
         if group.startswith("auto:"):

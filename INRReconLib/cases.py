@@ -59,7 +59,7 @@ def thorax_slices(source: str = "shared") -> ThoraxSlices:
         return ThoraxSlices(np.asarray(hu), grid, EMBEDDED_NODULE_SLICE, centre)
     if source != "shared":
         raise ValueError(f"source must be 'shared' or 'embedded', got {source!r}")
-    hu, grid = _read(_require_data() / CT_FULLRES)
+    hu, grid = _read(require_data() / CT_FULLRES)
     return ThoraxSlices(np.asarray(hu), grid, NODULE_SLICE_FULLRES, NODULE_CENTRE_FULLRES_XY)
 
 
@@ -141,7 +141,7 @@ def longitudinal_prior(image, centre_px, radius_px, *, contraction=0.45, shift_p
     return prior.astype(np.float32), roi
 
 
-def _require_data():
+def require_data():
     d = data_dir()
     if d is None:
         raise InputError("data", "the shared real scans (../shared/data) were not found.",
@@ -219,7 +219,7 @@ def ct3d_case(views=20, noisy=False, *, shape=(64, 128, 128), seed=0) -> Case:
     from .io.volume import MU_WATER_PER_MM, hu_to_mu
     from .simulate import simulate_ct
 
-    d = _require_data()
+    d = require_data()
     vol_hu, vgrid = _read(d / CT_VOLUME)
     nz, ny, nx = shape
     cz, cy, cx = 55 + NODULE_SLICE_FULLRES, NODULE_CENTRE_FULLRES_XY[1] / 2, NODULE_CENTRE_FULLRES_XY[0] / 2
@@ -245,7 +245,7 @@ def mr2d_case(spokes=40, coils=1, *, size=256, noise=0.01, seed=0) -> Case:
     """Brain slice through the enhancing tumour; golden-angle radial, birdcage coils."""
     from .simulate import simulate_mr
 
-    d = _require_data()
+    d = require_data()
     img, g = _read(d / MR_IMAGE)
     lab, _ = _read(d / MR_LABEL)
     k = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))

@@ -50,7 +50,9 @@ def _add_reconstruct(sub):
     p = sub.add_parser("reconstruct", help="reconstruct an image from a measurement file")
     p.add_argument("measurement")
     p.add_argument("--method", required=True, choices=list(METHODS))
-    p.add_argument("--prior", default=None, help="earlier scan of the patient (NeRP)")
+    p.add_argument("--prior", default=None, help="earlier scan of the patient (NeRP): an image file or a DICOM folder")
+    p.add_argument("--prior-series", default=None, metavar="UID",
+                   help="the Series Instance UID to use when the --prior DICOM folder holds several series")
     p.add_argument("--config", default=None, help="preset name (nerp-ct, hash-ct, ...) or JSON/YAML file")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -68,23 +70,69 @@ def _add_reconstruct(sub):
 
 
 def _add_import(sub):
+    from .io.importers import IMPORTERS, OPTION_DEFAULTS
+
     p = sub.add_parser("import", help="convert scanner data to an INRRecon measurement file (reconstruct, info and "
                                       "Slicer also read them directly)")
-    p.add_argument("kind", choices=["twix"], help="twix: Siemens raw data (.dat, VB/VD/VE; 2D Cartesian)")
-    p.add_argument("input", help="the scanner's file")
+    kinds = "; ".join(f"{imp.kind}: {imp.summary}, {imp.inputs}" for imp in IMPORTERS.values())
+    p.add_argument("kind", choices=list(IMPORTERS), help=kinds)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="the scanner's file(s) or folder")
     p.add_argument("--out", required=True, help="measurement file to write (.h5)")
-    p.add_argument("--slice", type=int, default=None, help="the slice of a multi-slice acquisition (0-based)")
-    p.add_argument("--echo", type=int, default=0, help="the echo of a multi-echo acquisition (0-based)")
-    p.add_argument("--coil-maps", choices=["espirit", "lowres"], default="espirit",
+    g = p.add_argument_group("MR")
+    g.add_argument("--slice", type=int, default=OPTION_DEFAULTS["slice"],
+                   help="the slice of a multi-slice acquisition (0-based)")
+    g.add_argument("--echo", type=int, default=OPTION_DEFAULTS["echo"],
+                   help="the echo of a multi-echo acquisition (0-based)")
+    g.add_argument("--coil-maps", choices=["espirit", "lowres"], default=OPTION_DEFAULTS["coil_maps"],
                    help="coil sensitivity estimation: ESPIRiT (default) or low-resolution coil images / RSS")
+    g.add_argument("--dataset", default=OPTION_DEFAULTS["dataset"],
+                   help="ISMRMRD: the HDF5 group of the scan (default: 'dataset', or the only one)")
+    g = p.add_argument_group("cone-beam CT")
+    g.add_argument("--like", default=OPTION_DEFAULTS["like"],
+                   help="reconstruct on this image's grid (e.g. the planning CT); the isocentre at its centre "
+                        "unless --isocenter")
+    g.add_argument("--size", default=None, help="grid size nx,ny,nz (voxels) about the isocentre")
+    g.add_argument("--spacing", default=None, help="grid spacing sx,sy,sz (mm), or one value for all")
+    g.add_argument("--patient-position", default=OPTION_DEFAULTS["patient_position"],
+                   choices=["HFS", "HFP", "FFS", "FFP"], help="patient position on the couch (default HFS)")
+    g.add_argument("--isocenter", default=None, help="the isocentre's position x,y,z (LPS mm, the patient frame of --like); default: the --like image's centre, else 0,0,0")
+    g.add_argument("--bin", type=int, default=OPTION_DEFAULTS["bin"], help="average BxB detector pixels")
+    g.add_argument("--every", type=int, default=OPTION_DEFAULTS["every"],
+                   help="keep every Nth projection (sparse-view from a clinical scan)")
+
+
+def _numbers(text, n: int, flag: str, kind=float):
+    """'a,b,c' (or one number for all n) -> a tuple of n numbers; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) == 1 and n > 1:
+        values = values * n
+    if len(values) != n:
+        raise InputError(flag, f"must be {n} comma-separated numbers, got {text!r}.", f"e.g. {flag} " +
+                         ",".join(["256"] * n if kind is int else ["1.0"] * n))
+    return tuple(values)
 
 
 def _import(args) -> int:
+    from .io.importers import OPTION_DEFAULTS, run_import
     from .io.measurement import describe_measurement, write_measurement
-    from .io.twix import read_twix
 
-    m = read_twix(args.input, slice_index=args.slice, echo=args.echo, coil_maps=args.coil_maps)
-    write_measurement(m, args.out)
+    given = {k: getattr(args, k) for k in OPTION_DEFAULTS}
+    given["size"] = _numbers(args.size, 3, "--size", int)
+    given["spacing"] = _numbers(args.spacing, 3, "--spacing")
+    given["isocenter"] = _numbers(args.isocenter, 3, "--isocenter")
+    out = Path(args.out).resolve()
+    for given_input in (Path(p).resolve() for p in args.inputs):
+        if out == given_input or given_input in out.parents:
+            raise InputError("--out", f"{args.out} is {'an input' if out == given_input else 'inside an input folder'}"
+                             "; the scanner's data would be overwritten or read back as data.",
+                             "Write the measurement file somewhere else.")
+    m = run_import(args.kind, args.inputs, **given)
+    write_measurement(m, out)
     print(describe_measurement(m))
     print(f"wrote {args.out}")
     return 0
@@ -332,7 +380,7 @@ def _reconstruct(args) -> int:
     from .worker.run import run_job
 
     job = {"measurement": str(Path(args.measurement).resolve()),
-           "prior": str(Path(args.prior).resolve()) if args.prior else None,
+           "prior": str(Path(args.prior).resolve()) if args.prior else None, "prior_series": args.prior_series,
            "method": args.method, "config": args.config, "iterations": args.iterations,
            "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0,
            "upsample": args.upsample, "config_overrides": _dynamic_overrides(args)}

@@ -21,6 +21,13 @@ class InputError(ValueError):
         super().__init__(message)
 
 
+def last_line(exc: BaseException) -> str:
+    """The last line of an exception's message (ITK/GDCM put the reason there after a C++
+    traceback), or its type when the message is empty: for the problem part of an InputError."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
 class DeviceError(RuntimeError):
     """A requested device (GPU) is not available, or ran out of memory."""
 

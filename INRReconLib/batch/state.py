@@ -52,11 +52,18 @@ def fingerprints(study) -> dict:
     for row in study.rows:
         content = {"method": row.method, "config": _config_content(row.config), "iterations": row.iterations,
                    "measurement": sha(row.measurement), "model": _tree_sha(row.model) if row.model else None,
-                   "prior": out[row.after] if row.after else sha(row.prior),
+                   "prior": out[row.after] if row.after else _input_sha(row.prior, sha),
                    "reference": sha(row.reference), "roi": sha(row.roi)}
+        if row.prior_series is not None:  # only when given: rows without it keep their fingerprints
+            content["prior_series"] = row.prior_series
         text = json.dumps(content, sort_keys=True, default=str)
         out[row.id] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return out
+
+
+def _input_sha(path, sha):
+    """A prior may be a DICOM series' folder: then the hash of its files, as for a model."""
+    return _tree_sha(path) if path is not None and Path(path).is_dir() else sha(path)
 
 
 def _tree_sha(path: Path) -> str:

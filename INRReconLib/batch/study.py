@@ -2,9 +2,10 @@
 
 YAML: a list of rows, or {"defaults": {key: value}, "rows": [...]} where every row starts from
 the defaults. CSV: a header of keys, one row per line, empty cells unset. Keys (ROW_KEYS): `id`,
-`measurement`, `method` (required), `prior`, `model`, `config`, `output`, `reference`, `roi`,
-`after`, `iterations`, `device`. `after` names another row whose output is this row's prior: a
-chained series of fractions. Relative paths are relative to the study file.
+`measurement`, `method` (required), `prior`, `prior_series`, `model`, `config`, `output`,
+`reference`, `roi`, `after`, `iterations`, `device`. `after` names another row whose output is
+this row's prior: a chained series of fractions. `prior` may be a DICOM folder, `prior_series`
+the UID of its series when it holds several. Relative paths are relative to the study file.
 
 `load_study` reports every bad row at once, before anything runs: a 300-row study should not
 fail on row 212 after an hour.
@@ -21,7 +22,7 @@ from typing import Optional, Union
 from ..errors import InputError
 
 ROW_KEYS = ("id", "measurement", "method", "prior", "model", "config", "output", "reference", "roi", "after",
-            "iterations", "device")
+            "iterations", "device", "prior_series")
 _PATH_KEYS = ("measurement", "prior", "model", "reference", "roi")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also the default output's file name (no dots: no .seq)
 
@@ -42,6 +43,7 @@ class Row:
     after: Optional[str] = None
     iterations: Optional[int] = None
     device: str = "auto"
+    prior_series: Optional[str] = None  # Series Instance UID of a DICOM folder prior
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +172,8 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
     row = Row(id=row_id, measurement=paths["measurement"], method=method, output=output, prior=paths.get("prior"),
               model=paths.get("model"), config=config, reference=paths.get("reference"), roi=paths.get("roi"),
               after=str(values["after"]) if values["after"] is not None else None, iterations=iterations,
-              device=device)
+              device=device, prior_series=str(values["prior_series"]).strip() if values["prior_series"] is not None
+              else None)
     return row, []
 
 
@@ -192,9 +195,29 @@ def _check_method_inputs(where: str, spec, values: dict, paths: dict) -> list:
         problems.append(f"{where}: method {spec.name} needs a prior: set 'prior' (an image) or 'after' (a row id)")
     if values["prior"] is not None and values["after"] is not None:
         problems.append(f"{where}: set 'prior' or 'after', not both")
+    problems += _check_prior_series(where, values["prior_series"], paths.get("prior"))
     if values["model"] is not None and "model" not in spec.reads:
         problems.append(f"{where}: method {spec.name} takes no 'model'")
     return problems
+
+
+def _check_prior_series(where: str, uid, prior) -> list:
+    """A DICOM folder prior: its series choice is checked now (one series, or prior_series names
+    one of those there), not after the rows before it have run. The slices themselves are
+    checked when the row loads them."""
+    if uid is not None and prior is None:
+        return [f"{where}: prior_series is set but 'prior' (a DICOM folder) is not"]
+    if prior is None or not prior.is_dir():
+        if uid is not None and prior.exists():
+            return [f"{where}: prior_series names a DICOM series, but prior {prior} is a file, not a folder"]
+        return []  # no prior, or one that does not exist (reported above)
+    from ..io.dicom_series import choose_series
+
+    try:
+        choose_series(prior, uid)
+    except InputError as exc:
+        return [f"{where}: {exc}"]
+    return []
 
 
 def _check_config(where: str, config, base: Path, problems: list):

@@ -77,12 +77,12 @@ def _ct_prior_units(values: np.ndarray) -> str:
                      "use it with an MR measurement; or state the units explicitly (units='HU' or 'mu').")
 
 
-def _prior_values(prior, measurement, units: str) -> tuple[np.ndarray, ImageGrid]:
+def _prior_values(prior, measurement, units: str, series=None) -> tuple[np.ndarray, ImageGrid]:
     """Read and check the prior; returns (values in physics units before resampling, its grid):
-    CT μ (1/mm), MR magnitude."""
+    CT μ (1/mm), MR magnitude. series: the Series Instance UID of a DICOM folder prior."""
     dst = measurement.grid
     if isinstance(prior, (str, os.PathLike)):
-        array, src = read_volume(prior)
+        array, src = read_volume(prior, series)
     elif isinstance(prior, tuple) and len(prior) == 2 and isinstance(prior[1], ImageGrid):
         array, src = np.asarray(prior[0]), prior[1]
     else:
@@ -135,11 +135,12 @@ def _on_grid(values: np.ndarray, src: ImageGrid, dst: ImageGrid, modality: str) 
     return np.clip(out / scale, 0.0, 1.0).astype(np.float32)
 
 
-def load_prior(prior, measurement, *, units: str = "auto") -> np.ndarray:
+def load_prior(prior, measurement, *, units: str = "auto", series=None) -> np.ndarray:
     """The prior image on the measurement's grid, in physics units, float32 [nz, ny, nx].
 
-    prior: a file path (anything SimpleITK reads), an (array, ImageGrid) pair, or an array already
-           on the measurement grid (shape grid.shape).
+    prior: a file path (anything SimpleITK reads), a DICOM folder (io/dicom_series.py; `series`:
+           its Series Instance UID when it holds several), an (array, ImageGrid) pair, or an array
+           already on the measurement grid (shape grid.shape).
     CT: HU are converted to μ (1/mm) with the measurement's `mu_water_per_mm` (default
         MU_WATER_PER_MM) and clipped at 0. units: "auto" (guess from the value range), "HU" or "mu".
     MR: magnitude divided by its 99.9th percentile and clipped to [0, 1] (robust to a few very
@@ -148,14 +149,14 @@ def load_prior(prior, measurement, *, units: str = "auto") -> np.ndarray:
     counts as air (CT) or 0 (MR). InputError when it covers less than MIN_PRIOR_OVERLAP of the
     grid, when a 2D prior meets a 3D measurement, or when a CT prior's values fit no unit.
     """
-    values, src = _prior_values(prior, measurement, units)
+    values, src = _prior_values(prior, measurement, units, series)
     return _on_grid(values, src, measurement.grid, measurement.modality)
 
 
-def load_prior_slices(prior, measurement, *, units: str = "auto") -> PriorSlices:
+def load_prior_slices(prior, measurement, *, units: str = "auto", series=None) -> PriorSlices:
     """`load_prior`'s image, and for 2D data and a prior volume whose slices are parallel to the
     measured plane, the prior's slices within SLICE_SEARCH_MAX_MM of it (see PriorSlices)."""
-    values, src = _prior_values(prior, measurement, units)
+    values, src = _prior_values(prior, measurement, units, series)
     dst = measurement.grid
     plane = _on_grid(values, src, dst, measurement.modality)
     empty = np.zeros((0,) + dst.shape[1:], np.float32)

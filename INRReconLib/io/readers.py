@@ -2,9 +2,11 @@
 the file (a cheap sniff of its content, not its name) and reads it.
 
 Every reader turns a file into a validated Measurement (docs/measurement-format.md): INRRecon's
-own HDF5 format (FORMAT v1) and Siemens raw data (twix.py, coil maps estimated on reading);
-importers of more scanner formats (ISMRMRD, CBCT projections) are added as one more Reader in
-READERS, and `inrrecon import` writes any of them as a v1 file. The CLI, the worker, the scene's
+own HDF5 format (FORMAT v1), ISMRMRD raw data (ismrmrd_reader.py, recognised by its /dataset/xml
+header, not its suffix), Siemens raw data (twix.py), coil maps estimated on reading, and
+cone-beam scans (cbct.py: RTK geometry XML or Elekta XVI _Frames.xml with the projections beside
+it, or the scan's folder). More scanner formats are one more Reader in READERS (and an entry in
+importers.py), and `inrrecon import` writes any of them as a v1 file. The CLI, the worker, the scene's
 display and the Slicer file reader all go through here.
 """
 
@@ -15,8 +17,21 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
+from .ismrmrd_reader import SUFFIXES as ISMRMRD_SUFFIXES
+from .ismrmrd_reader import ismrmrd_header, is_ismrmrd_file, read_ismrmrd
 from .measurement import Measurement, is_v1_file, read_v1, read_v1_header
 from .twix import is_twix_file, read_twix, twix_header
+
+
+def _cbct(name):
+    """A function of cbct.py, imported when called (RTK is large and optional); its readers take
+    a list of inputs, the sniffs one path."""
+    def call(path):
+        from . import cbct
+
+        function = getattr(cbct, name)
+        return function([path]) if name.startswith("read_") else function(path)
+    return call
 
 
 @dataclass(frozen=True)
@@ -37,17 +52,31 @@ class Reader:
 READERS = (
     Reader("inrrecon-h5", "INRRecon measurement, HDF5 (docs/measurement-format.md)", (".h5", ".hdf5"),
            is_v1_file, read_v1, read_v1_header),
+    Reader("ismrmrd", "ISMRMRD raw data, HDF5 v1 (Cartesian, radial, spiral; one slice)", ISMRMRD_SUFFIXES,
+           is_ismrmrd_file, read_ismrmrd, ismrmrd_header),
     Reader("twix", "Siemens raw data, twix VB/VD/VE (2D Cartesian; needs twixtools)", (".dat",),
            is_twix_file, read_twix, twix_header),
+    # cone-beam scans: the geometry XML (the projections beside it) or the scan's folder
+    Reader("elekta", "Elekta XVI 5+ CBCT: _Frames.xml with the .his files beside it, or the scan folder (needs "
+           "itk-rtk)", (".xml",), _cbct("is_elekta_scan"), _cbct("read_elekta_xvi5"),
+           lambda path: _header_of(_cbct("read_elekta_xvi5"), path)),
+    Reader("rtk", "RTK geometry XML with the projections beside it, or their folder (needs itk-rtk)", (".xml",),
+           _cbct("is_rtk_scan"), _cbct("read_rtk"), lambda path: _header_of(_cbct("read_rtk"), path)),
 )
-SUFFIXES = tuple(s for reader in READERS for s in reader.suffixes)
+SUFFIXES = tuple(dict.fromkeys(s for reader in READERS for s in reader.suffixes))  # once each
+
+
+def _header_of(read, path) -> dict:
+    """The header of a reader without a cheaper one: read it all."""
+    m = read(path)
+    return {"modality": m.modality, "grid": m.grid, "geometry": m.geometry.type, "attrs": m.attrs}
 
 
 def reader_for(path) -> Reader:
     """The reader that recognises `path`. A file nobody recognises goes to the reader of its
     suffix, whose error then says what is wrong with it; without one, InputError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError("measurement", f"file {str(path)!r} does not exist.", "Choose an existing measurement file.")
     for reader in READERS:
         if reader.sniff(path):
@@ -74,4 +103,4 @@ def read_measurement_header(path) -> dict:
 def is_measurement_file(path) -> bool:
     """True when some reader recognises `path` (the Slicer file reader's confidence)."""
     path = Path(path)
-    return path.is_file() and any(reader.sniff(path) for reader in READERS)
+    return path.exists() and any(reader.sniff(path) for reader in READERS)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, last_line
 from ..physics.grid import ImageGrid
 
 # Linear attenuation of water at ~70 keV effective energy (a 120 kVp spectrum), 1/mm. NIST XCOM:
@@ -136,17 +136,27 @@ def image_to_grid(image) -> ImageGrid:
     raise InputError("volume", f"{dim}-D images are not supported here.", "Give a 2D or 3D scalar image.")
 
 
-def read_volume(path) -> tuple[np.ndarray, ImageGrid]:
+def read_volume(path, series=None) -> tuple[np.ndarray, ImageGrid]:
     """Read any SimpleITK-readable image: (float32 array [z, y, x], ImageGrid). Multi-component
-    (RGB, vector) images are refused; 2D images come back with nz = 1."""
+    (RGB, vector) images are refused; 2D images come back with nz = 1.
+
+    A folder is read as a DICOM series (io/dicom_series.py: values rescaled to HU, slice
+    positions checked); `series` names its Series Instance UID when the folder holds several."""
     sitk = _sitk()
     path = Path(path)
     if not path.exists():
         raise InputError("volume", f"file {str(path)!r} does not exist.", "Check the path.")
+    if path.is_dir():
+        from .dicom_series import read_dicom_series
+
+        return read_dicom_series(path, series)
+    if series is not None:
+        raise InputError("prior_series", f"names a DICOM series, but {str(path)!r} is a file, not a folder.",
+                         "Give the DICOM folder, or drop the series UID.")
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError("volume", f"{str(path)!r} could not be read as an image ({str(exc).strip().splitlines()[-1]}).",
+        raise InputError("volume", f"{str(path)!r} could not be read as an image ({last_line(exc)}).",
                          "Give an NRRD, NIfTI, MHA or another format SimpleITK reads.") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("volume", f"{str(path)!r} has {image.GetNumberOfComponentsPerPixel()} components per voxel.",

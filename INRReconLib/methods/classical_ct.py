@@ -16,8 +16,8 @@ import torch
 
 from ..errors import InputError
 from ..numerics import finite_diff, krylov
-from ..physics.ct_filters import (WINDOWS, angular_weights, cone_frame, fdk_cosine_weights, parker_weights,
-                                  ramp_filter, view_angles)
+from ..physics.ct_filters import (WINDOWS, angular_weights, cone_frame, displaced_detector_padding,
+                                  displaced_detector_weights, fdk_cosine_weights, parker_weights, ramp_filter, view_angles)
 from ..physics.ct_projector import CTProjector
 from . import auto_params, options
 from .result import ReconResult
@@ -69,8 +69,8 @@ def fbp_image(op: CTProjector, sino: torch.Tensor, window: str = "ramp") -> tupl
     Angles are read from the vectors (rotation about the grid z axis); each view is weighted by
     its share of the arc. Parallel: the result is divided by arc/π (so 180° and 360° scans agree).
     Fan/cone over a full circle: factor ½ (each ray measured twice); over less than 360°: Parker
-    short-scan weights. Offset (half-fan) detectors get no redundancy weighting: the overlapped
-    central region is then too bright; use an iterative method for those scans.
+    short-scan weights. An offset (half-fan) detector gets displaced-detector weights
+    (ct_filters.displaced_detector_weights), before Parker's on a short scan, in RTK's order.
     """
     if window not in WINDOWS:
         raise InputError("filter", f"unknown filter {window!r}.", f"Use one of: {', '.join(WINDOWS)}.")
@@ -83,8 +83,17 @@ def fbp_image(op: CTProjector, sino: torch.Tensor, window: str = "ramp") -> tupl
         q = ramp_filter(sino, du, window)
         w = weights * (math.pi / arc)
         return op.backproject_voxel_driven(q, view_weights=w), notes
+    measured = g
+    padding = displaced_detector_padding(g)
+    if padding is not None:  # filter and backproject on the symmetric detector (ct_filters)
+        before, after, g = padding
+        sino = torch.nn.functional.pad(sino, (before, after))
+        op = CTProjector(g, op.grid, device=sino.device, backend="torch")
+        notes["detector"] = f"offset (displaced-detector weights, {before + after} columns padded)"
     sid, sdd, _, _ = cone_frame(g)
     pre = torch.as_tensor(fdk_cosine_weights(g), device=sino.device, dtype=sino.dtype)
+    if padding is not None:
+        pre = pre * torch.as_tensor(displaced_detector_weights(measured), device=sino.device, dtype=sino.dtype)
     mean_step = arc / len(angles)
     if arc >= 2 * math.pi - _FULL_SCAN_TOLERANCE * mean_step:
         w = weights * 0.5 * (2 * math.pi / arc)
@@ -93,6 +102,10 @@ def fbp_image(op: CTProjector, sino: torch.Tensor, window: str = "ramp") -> tupl
         pre = pre * torch.as_tensor(parker_weights(g, angles), device=sino.device, dtype=sino.dtype)
         w = weights
         notes["scan"] = "short (Parker weights)"
+        if padding is not None:  # as RTK does; neither weighting is exact for this scan
+            notes.setdefault("warnings", []).append(
+                "an offset detector on a short scan: FDK's weights assume a full scan for the offset and a centred "
+                "detector for Parker; use an iterative method (sirt, tv)")
     tau = du * float(np.mean(sid / sdd))  # column pitch at the isocentre
     q = ramp_filter(sino * pre, tau, window)
     return op.backproject_voxel_driven(q, view_weights=w, fdk_weighting=True), notes

@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, last_line
 from . import auto_params
 from .monitor import Monitor
 from .options import PRIOR_REGISTRATIONS
@@ -108,7 +108,7 @@ def _execute(reg, fixed, moving, stop, stage, hint):
     except RuntimeError as exc:
         if stop is not None and stop():
             return None
-        raise InputError("prior_registration", f"the {stage} registration failed ({str(exc).splitlines()[-1]}).",
+        raise InputError("prior_registration", f"the {stage} registration failed ({last_line(exc)}).",
                          hint) from None
     finally:
         sys.excepthook = previous

@@ -141,9 +141,14 @@ def parker_weights(geometry: CTGeometry, angles: np.ndarray) -> np.ndarray:
     """
     sid, sdd, pu, _ = cone_frame(geometry)
     cols, _ = detector_coordinates(geometry)
-    # Sign: γ positive on the side where a ray's direction turns with the gantry (checked on a
-    # short-scan phantom in the tests).
-    gamma = np.arctan((cols[None, :] - pu[:, None]) / sdd[:, None])  # [n_views, n_cols]
+    # Sign: γ grows with the column where u points against the direction the source moves as the
+    # angle about +z grows (ẑ × source), as in ct_geometry.cone_geometry (checked on a short-scan
+    # phantom in the tests); RTK's detector columns run the other way (checked against RTK's
+    # ParkerShortScanImageFilter in test_cbct.py), so the sign is read from the vectors.
+    vec = geometry.vectors
+    turning = np.cross(np.array([0.0, 0.0, 1.0]), vec[:, 0:3])
+    sign = -1.0 if float(np.sum(turning * vec[:, 6:9])) > 0 else 1.0
+    gamma = sign * np.arctan((cols[None, :] - pu[:, None]) / sdd[:, None])  # [n_views, n_cols]
     beta = (angles - angles.min())[:, None]  # 0 .. scan range
     scan_range = float(beta.max())
     delta = max((scan_range - math.pi) / 2, 1e-6)
@@ -158,3 +163,73 @@ def parker_weights(geometry: CTGeometry, angles: np.ndarray) -> np.ndarray:
     w = np.where(last, w_last, w)
     w = np.where(beta > math.pi + 2 * delta, 0.0, w)
     return np.clip(w, 0.0, 1.0)[:, None, :].astype(np.float32)
+
+
+# A detector whose edges differ in distance from the central ray by less than this fraction of its
+# width counts as centred (RTK's DisplacedDetectorImageFilter uses the same 10 %): the rays one
+# edge misses then lie outside the object in practice, and redundancy weights over nearly the
+# whole detector would cost more than they fix.
+_CENTRED_DETECTOR_FRACTION = 0.1
+
+
+def _detector_extent(geometry: CTGeometry):
+    """Per view: the detector's edges (mm) along u relative to the principal point, and the pitch."""
+    _, _, pu, _ = cone_frame(geometry)
+    cols, _ = detector_coordinates(geometry)
+    du = float(np.linalg.norm(geometry.vectors[0, 6:9]))
+    return cols[0] - du / 2 - pu, cols[-1] + du / 2 - pu, du
+
+
+def displaced_detector_padding(geometry: CTGeometry):
+    """For an offset (half-fan) detector: (columns to add before, after, the padded geometry)
+    that make the detector symmetric about the principal point; None for a centred detector.
+
+    The ramp-filtered projection of the weighted data (displaced_detector_weights) is not zero
+    beyond the real detector's short edge, and voxels that project there need those values:
+    filtering and backprojecting on the symmetric, zero-padded detector keeps them (RTK's
+    DisplacedDetectorImageFilter pads in the same way)."""
+    lo, hi, du = _detector_extent(geometry)
+    if np.all(np.abs(lo + hi) < _CENTRED_DETECTOR_FRACTION * (hi - lo)):
+        return None
+    if np.any(lo >= 0) or np.any(hi <= 0):
+        raise InputError("/geometry/vectors", "the central ray misses the detector in some views (the detector is "
+                         "offset by more than half its width), so no ray is measured from both sides.",
+                         "Check the detector offset (projection offsets) of the geometry.")
+    long_side = np.sign(hi + lo)
+    if np.any(long_side != long_side[0]):
+        raise InputError("/geometry/vectors", "the detector is offset to different sides in different views.",
+                         "Check the projection offsets of the geometry; FDK needs one half-fan side.")
+    n_pad = int(np.ceil(np.max(np.abs(hi + lo)) / du - 1e-6))
+    before, after = (n_pad, 0) if long_side[0] > 0 else (0, n_pad)
+    vec = geometry.vectors.copy()
+    vec[:, 3:6] += vec[:, 6:9] * (after - before) / 2.0
+    padded = CTGeometry(geometry.type, vec, geometry.n_rows, geometry.n_cols + n_pad, dict(geometry.circular))
+    return before, after, padded
+
+
+def displaced_detector_weights(geometry: CTGeometry) -> np.ndarray:
+    """Redundancy weights [n_views, 1, n_cols + padding] of a full scan with an offset (half-fan)
+    detector, on the symmetric detector of displaced_detector_padding.
+
+    Over 360° a column at signed distance t from the principal point (t > 0 towards the real
+    detector's long side) and the column at -t see the same rays from opposite sides, but only
+    where the real detector reaches both: |t| ≤ Δ (Δ = the short side's extent). There the pair
+    must sum to 2 (the full scan's factor ½ makes it 1), smoothly, so that filtering sees no
+    step: w(t) = 1 + sin(π/2 · γ(t)/γ(Δ)), γ the fan angle atan(t / SDD) (Wang 2002); w = 2
+    beyond Δ, where the column is the ray's only measurement, and 0 on the padding. Compared with
+    RTK's DisplacedDetectorImageFilter on the same geometry in Testing/Python/test_cbct.py.
+    """
+    padding = displaced_detector_padding(geometry)
+    if padding is None:
+        raise InputError("/geometry/vectors", "displaced-detector weights need an offset detector.",
+                         "Call displaced_detector_padding first; None means a centred detector.")
+    before, _, padded = padding
+    lo, hi, _ = _detector_extent(geometry)
+    delta = np.minimum(-lo, hi)  # [n_views]
+    _, sdd, pu, _ = cone_frame(padded)
+    cols, _ = detector_coordinates(padded)
+    side = 1.0 if before > 0 else -1.0  # the long side is where no columns were added
+    t = side * (cols[None, :] - pu[:, None])
+    gamma, gamma_delta = np.arctan(t / sdd[:, None]), np.arctan(delta / sdd)[:, None]
+    w = 1.0 + np.sin(0.5 * math.pi * np.clip(gamma / gamma_delta, -1.0, 1.0))
+    return w[:, None, :].astype(np.float32)

@@ -23,7 +23,8 @@ DEFAULT_PREVIEW_EVERY = 10
 # key -> default; None where the key may be omitted. "measurement" and "method" are required.
 JOB_KEYS = {
     "measurement": None,    # HDF5 measurement file (docs/measurement-format.md)
-    "prior": None,          # earlier image of the patient (NRRD, NIfTI...), or null
+    "prior": None,          # earlier image of the patient (NRRD, NIfTI..., or a DICOM series' folder), or null
+    "prior_series": None,   # Series Instance UID: which series of a DICOM folder prior (when it holds several)
     "method": None,         # a name of methods/registry.py METHODS
     "config": None,         # preset name, config file path, inline object, or null (method defaults)
     "config_overrides": None,  # object of config keys applied on top of "config" (the CLI's --spokes-per-frame ...)
@@ -101,9 +102,15 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
             out[key] = str(_resolve(out[key], job_dir))
     if check_files:
         for key in ("measurement", "prior", "reference", "roi"):
-            if out[key] is not None and not Path(out[key]).is_file():
+            # The prior may also be a folder (a DICOM series: io/dicom_series.py), and so may the
+            # measurement (a cone-beam scan's folder: io/cbct.py).
+            if out[key] is None:
+                continue
+            folder_ok = key in ("prior", "measurement") and Path(out[key]).is_dir()
+            if not (Path(out[key]).is_file() or folder_ok):
                 raise InputError(key, f"file not found: {out[key]}.", "Check the path (relative paths are "
                                  "relative to the job folder).")
+    _check_prior_series(out, check_files)
 
     if out["output"] is not None and out["output"] in (out["measurement"], out["prior"], out["reference"], out["roi"]):
         raise InputError("output", f"{out['output']} is also an input of the job; it would be overwritten.",
@@ -146,6 +153,21 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
     if out["meta"] is not None and not isinstance(out["meta"], dict):
         raise InputError("meta", f"must be an object or null, got {out['meta']!r}.")
     return out
+
+
+def _check_prior_series(out: dict, check_files: bool) -> None:
+    """prior_series: a UID string, and only with a prior (a folder, once the files exist)."""
+    uid = out["prior_series"]
+    if uid is None:
+        return
+    if not isinstance(uid, str) or not uid.strip():
+        raise InputError("prior_series", f"must be a Series Instance UID (string) or null, got {uid!r}.")
+    out["prior_series"] = uid.strip()
+    if out["prior"] is None:
+        raise InputError("prior_series", "is set but there is no prior.", "Set 'prior' to the DICOM folder.")
+    if check_files and not Path(out["prior"]).is_dir():
+        raise InputError("prior_series", f"names a DICOM series, but the prior {out['prior']} is a file, not a "
+                         "folder.", "Give the DICOM folder as the prior, or drop prior_series.")
 
 
 def _resolve(path: str, job_dir: Path) -> Path:

@@ -229,7 +229,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         from ..io.prior import load_prior_slices
 
         # With 2D data and a prior volume, NeRP may pick the prior's slice that matches the data.
-        prior = load_prior_slices(job["prior"], measurement)
+        prior = load_prior_slices(job["prior"], measurement, series=job["prior_series"])
     elif job["prior"] is not None:
         # A baseline run must neither wait for nor fail on a prior it ignores; a warning, since
         # the user may have meant a method that uses it.
@@ -297,6 +297,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     metrics_path = atomic_write_text(stem_path.with_name(stem_path.name + ".metrics.json"), json.dumps(to_jsonable({
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"] if prior is not None else None, "output": written["output"],
+        "prior_series": job["prior_series"] if prior is not None else None,
         "cancelled": bool(result.cancelled), "iterations": int(result.iterations), "seconds": float(result.seconds),
         "metrics": metrics, "extra": result.extra, "history": result.history, "meta": job["meta"],
         "prior_aligned": str(aligned_path) if aligned is not None else None,

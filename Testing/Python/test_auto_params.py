@@ -66,7 +66,7 @@ def test_mr_noise_recovers_sigma(coils):
 
 
 def test_twix_noise_from_the_readout_oversampling_band():
-    from INRReconLib.io.twix import _oversampling_noise
+    from INRReconLib.io.readout import oversampling_noise
     from INRReconLib.physics.mr_coil_maps import centred_fft
 
     rng = np.random.default_rng(0)
@@ -77,10 +77,10 @@ def test_twix_noise_from_the_readout_oversampling_band():
     noise = np.sqrt(sigma2 / 2) * (rng.standard_normal(obj.shape) + 1j * rng.standard_normal(obj.shape))
     kspace = centred_fft(obj, axes=(-1,)) + noise
     counts = np.ones((1, ny))
-    assert abs(math.sqrt(_oversampling_noise(kspace, counts, nx) / sigma2) - 1) < 0.1
+    assert abs(math.sqrt(oversampling_noise(kspace, counts, nx) / sigma2) - 1) < 0.1
     # lines averaged twice carry half the variance
-    assert _oversampling_noise(kspace / np.sqrt(2), 2 * counts, nx) == pytest.approx(
-        _oversampling_noise(kspace, counts, nx) / 2, rel=1e-9)
+    assert oversampling_noise(kspace / np.sqrt(2), 2 * counts, nx) == pytest.approx(
+        oversampling_noise(kspace, counts, nx) / 2, rel=1e-9)
 
 
 def test_auto_lambda_is_near_the_best_swept_one(noisy_ct):
