@@ -333,6 +333,7 @@ def read_elekta_xvi5(inputs, **options) -> Measurement:
     frames, projections = _scan_files(inputs, "elekta", "*Frames.xml", (".his",),
                                       "inrrecon import elekta SCAN_FOLDER --out MEAS.h5 (the folder holding "
                                       "_Frames.xml and the .his projections)")
+    _check_xml_numbers(frames, "Elekta _Frames.xml", ("GantryAngle",), ("UCentre", "VCentre"), repeated="Frame")
     reader = rtk().ElektaXVI5GeometryXMLFileReader.New()
     reader.SetFilename(str(frames))
     try:
@@ -347,6 +348,124 @@ def read_elekta_xvi5(inputs, **options) -> Measurement:
                          "Give the _Frames.xml of the scan (XVI 5 or later).")
     return cbct_measurement(geometry, projections, source_fields={"importer": "elekta-xvi5", "scanner": "Elekta XVI"},
                             inputs=[frames, *projections], **options)
+
+
+def _local(tag: str) -> str:
+    return tag.split("}")[-1]
+
+
+def _check_xml_numbers(path: Path, field: str, required, optional=(), repeated: str = None) -> dict:
+    """Parse a vendor XML file and check that the elements RTK's readers will read hold numbers,
+    before RTK sees it: RTK's readers take std::stod of whatever text they meet, and a missing
+    element or a word where a number belongs ends the process (a crash, not an exception) instead
+    of giving an error. repeated: an element (e.g. Elekta's Frame) whose children are checked, once
+    per occurrence. Returns {element: text} of the first occurrence of every element."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(str(path)).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise InputError(field, f"{path.name} is not readable XML ({exc}).",
+                         "Copy the file from the scanner again.") from None
+    groups = [e for e in root.iter() if _local(e.tag) == repeated] if repeated else [root]
+    if not groups:
+        raise InputError(field, f"{path.name} has no <{repeated}> element.", "Give the file the scanner wrote.")
+    where = f" in a <{repeated}>" if repeated else ""
+    for group in groups:
+        texts = {}
+        for e in group.iter():
+            texts.setdefault(_local(e.tag), (e.text or "").strip())
+        for name in (*required, *optional):
+            if name not in texts:
+                if name in required:
+                    raise InputError(field, f"{path.name} has no <{name}>{where}.",
+                                     "Give the file the scanner wrote; RTK needs this element.")
+                continue
+            try:
+                float(texts[name])
+            except ValueError:
+                raise InputError(field, f"<{name}> in {path.name} is {texts[name]!r}, not a number.",
+                                 "Give the file the scanner wrote.") from None
+    first = {}
+    for e in root.iter():
+        first.setdefault(_local(e.tag), (e.text or "").strip())
+    return first
+
+
+def _varian_projections(folder: Path) -> list:
+    """A Varian scan folder's projections: Acquisitions/<id>/Proj_*.xim|hnd (the Calibrations
+    folder beside it holds air and dark images, not projections), else the .xim/.hnd files
+    beside Scan.xml."""
+    found = [p for p in folder.glob("Acquisitions/*/Proj_*") if p.suffix.lower() in (".xim", ".hnd")]
+    found = found or [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".xim", ".hnd")]
+    return sorted(found, key=lambda p: [_natural(p.parent), _natural(p)])
+
+
+def read_varian(inputs, **options) -> Measurement:
+    """`inrrecon import varian SCAN_FOLDER` (or its Scan.xml, optionally followed by the
+    projection files): a Varian kV CBCT through RTK's readers, by the projections' format.
+
+    TrueBeam/ProBeam (.xim): VarianProBeamGeometryReader takes SAD (source to isocentre) and SID
+    (source to imager) from Scan.xml and each projection's source angle and imager shift from its
+    header (KVSourceRtn, KVDetectorLat/Lng; RTK's gantry angle = 180° − KVSourceRtn).
+    OBI (.hnd): VarianObiGeometryReader takes CalibratedSAD/SID, the detector offsets
+    (CalibratedDetectorOffsetX/Y, plus DetectorPosLat for FanType HalfFan) from Scan.xml and
+    each angle from the header (dCTProjectionAngle).
+    rtk.ProjectionsReader converts raw values of both with p = ln(I0 / raw), I0 = 139000 (RTK's
+    constant for Varian, measured from RTK in test_cbct.py; no per-scan flood field is read)."""
+    inputs = [Path(p) for p in inputs]
+    usage = "inrrecon import varian SCAN_FOLDER --out MEAS.h5 (the folder holding Scan.xml and Acquisitions/)"
+    scan_xml = inputs[0] / "Scan.xml" if inputs[0].is_dir() else inputs[0]
+    if not scan_xml.is_file():
+        raise InputError("import varian", f"no Scan.xml in {inputs[0].name}.", usage)
+    projections = inputs[1:] or _varian_projections(scan_xml.parent)
+    kinds = {p.suffix.lower() for p in projections}
+    if not projections or not kinds <= {".xim", ".hnd"} or len(kinds) > 1:
+        found = ", ".join(sorted(kinds)) or "none"
+        raise InputError("import varian", f"needs the .xim (TrueBeam/ProBeam) or .hnd (OBI) projections of one scan "
+                         f"beside {scan_xml.name} (found: {found}).", usage)
+    probeam = kinds == {".xim"}
+    if probeam:
+        _check_xml_numbers(scan_xml, "Varian Scan.xml", ("SAD", "SID"), ("ImagerSizeX", "ImagerSizeY", "ImagerResX",
+                                                                          "ImagerResY", "ImagerLat", "Velocity"))
+    else:
+        fields = _check_xml_numbers(scan_xml, "Varian Scan.xml", ("CalibratedSAD", "CalibratedSID",
+                                                                  "CalibratedDetectorOffsetX",
+                                                                  "CalibratedDetectorOffsetY"), ("DetectorPosLat",))
+        if "FanType" not in fields:
+            raise InputError("Varian Scan.xml", f"{scan_xml.name} has no <FanType> (HalfFan or FullFan).",
+                             "Give the Scan.xml the OBI wrote.")
+        if fields["FanType"].lower() == "halffan" and "DetectorPosLat" not in fields:
+            raise InputError("Varian Scan.xml", f"{scan_xml.name} is a HalfFan scan without <DetectorPosLat>.",
+                             "Give the Scan.xml the OBI wrote.")
+    reader = (rtk().VarianProBeamGeometryReader if probeam else rtk().VarianObiGeometryReader).New()
+    reader.SetXMLFileName(str(scan_xml))
+    reader.SetProjectionsFileNames([str(p) for p in projections])
+    try:
+        reader.UpdateOutputData()
+    except RuntimeError as exc:
+        needs = "SAD and SID" if probeam else "CalibratedSAD, CalibratedSID, FanType and the detector offsets"
+        raise InputError("Varian Scan.xml", f"the scan's geometry cannot be read ({last_line(exc)}).",
+                         f"Give the Scan.xml and projections the scanner wrote ({needs} in Scan.xml).") from None
+    geometry = reader.GetGeometry()
+    n_views = len(geometry.GetGantryAngles())
+    if n_views != len(projections):  # RTK skips projections without an angle (6000: not exposed)
+        raise InputError("Varian projections", f"{len(projections) - n_views} of {len(projections)} files "
+                         "have no source angle.", "Leave out the unexposed frames, or give the Acquisitions folder "
+                         "of one scan.")
+    scanner = "Varian TrueBeam/ProBeam" if probeam else "Varian OBI"
+    return cbct_measurement(geometry, projections, source_fields={"importer": "varian-" + ("probeam" if probeam else
+                                                                                           "obi"), "scanner": scanner},
+                            inputs=[scan_xml, *projections], **options)
+
+
+def is_varian_scan(path) -> bool:
+    """A Varian Scan.xml (or its folder) with the distances RTK reads (ProBeam SAD/SID, OBI
+    CalibratedSAD/SID)."""
+    path = Path(path)
+    xml = path / "Scan.xml" if path.is_dir() else path
+    head = _head(xml) if xml.name.lower() == "scan.xml" and xml.is_file() else ""
+    return "SAD>" in head and "SID>" in head
 
 
 def _head(path: Path, n: int = 4096) -> str:

@@ -66,6 +66,12 @@ def _elekta(inputs, **options):
     return read_elekta_xvi5(inputs, **options)
 
 
+def _varian(inputs, **options):
+    from .cbct import read_varian
+
+    return read_varian(inputs, **options)
+
+
 IMPORTERS = {
     "rtk": Importer("rtk", "cone-beam projections with RTK's geometry XML (any stack RTK reads; needs itk-rtk)",
                     "the geometry .xml, then the projection files (or one folder holding both)", _CBCT_OPTIONS,
@@ -73,6 +79,10 @@ IMPORTERS = {
     "elekta": Importer("elekta", "Elekta XVI 5+ CBCT (_Frames.xml + .his; needs itk-rtk)",
                        "the scan folder (or its _Frames.xml, optionally followed by the .his files)", _CBCT_OPTIONS,
                        _elekta, single=False),
+    "varian": Importer("varian", "Varian kV CBCT: TrueBeam/ProBeam (Scan.xml + .xim) or OBI (Scan.xml + .hnd); "
+                       "needs itk-rtk",
+                       "the scan folder (or its Scan.xml, optionally followed by the .xim files)", _CBCT_OPTIONS,
+                       _varian, single=False),
     "twix": Importer("twix", "Siemens raw data (.dat, VB/VD/VE; 2D Cartesian)", "one .dat file",
                      ("slice", "echo", "coil_maps"), _twix),
     "ismrmrd": Importer("ismrmrd", "ISMRMRD raw data (HDF5 v1; Cartesian, radial, spiral)", "one ISMRMRD file "

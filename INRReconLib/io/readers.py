@@ -60,6 +60,9 @@ READERS = (
     Reader("elekta", "Elekta XVI 5+ CBCT: _Frames.xml with the .his files beside it, or the scan folder (needs "
            "itk-rtk)", (".xml",), _cbct("is_elekta_scan"), _cbct("read_elekta_xvi5"),
            lambda path: _header_of(_cbct("read_elekta_xvi5"), path)),
+    Reader("varian", "Varian kV CBCT (TrueBeam/ProBeam .xim, OBI .hnd): Scan.xml with Acquisitions/*/Proj_*, or "
+           "the scan folder (needs itk-rtk)", (".xml",), _cbct("is_varian_scan"), _cbct("read_varian"),
+           lambda path: _header_of(_cbct("read_varian"), path)),
     Reader("rtk", "RTK geometry XML with the projections beside it, or their folder (needs itk-rtk)", (".xml",),
            _cbct("is_rtk_scan"), _cbct("read_rtk"), lambda path: _header_of(_cbct("read_rtk"), path)),
 )

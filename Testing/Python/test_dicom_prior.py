@@ -36,8 +36,22 @@ def write_series(folder, hu, grid, uid=UID_A, *, slope=1.0, intercept=-1024.0, m
     """One DICOM file per slice of `hu` (stored as int16 = (HU - intercept) / slope by GDCM), at the
     grid's slice positions or at `positions` (LPS mm per slice). File names do not follow the
     slice order, as on many PACS exports. Returns the file paths in slice order."""
+    import locale
+
     import SimpleITK as sitk
 
+    # GDCM's writer switches the process locale to "C" (reading does not): without restoring it,
+    # every later text read without an explicit encoding in the same pytest run is ASCII.
+    saved_locale = locale.setlocale(locale.LC_ALL, None)
+    try:
+        return _write_series(folder, hu, grid, uid, sitk, slope=slope, intercept=intercept, modality=modality,
+                             description=description, positions=positions, extra_tags=extra_tags, name=name)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_series(folder, hu, grid, uid, sitk, *, slope, intercept, modality, description, positions, extra_tags,
+                  name):
     folder.mkdir(parents=True, exist_ok=True)
     d = np.asarray(grid.direction).reshape(3, 3)
     if positions is None:

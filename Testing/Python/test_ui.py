@@ -16,12 +16,12 @@ MODULE_FILE = ROOT / "INRRecon" / "INRRecon.py"
 
 
 def ui_names_used_by_module() -> set:
-    return set(re.findall(r"self\.ui\.([A-Za-z_][A-Za-z0-9_]*)", MODULE_FILE.read_text()))
+    return set(re.findall(r"self\.ui\.([A-Za-z_][A-Za-z0-9_]*)", MODULE_FILE.read_text(encoding="utf-8")))
 
 
 def parameter_names() -> set:
     """Annotated attributes of the @parameterNodeWrapper class, read from the source."""
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "INRReconParameterNode")
     return {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
 
