@@ -1,5 +1,5 @@
-"""Clinical cone-beam CT in: RTK's geometry and projections (and through RTK's own readers the
-vendors' files) → a cone-beam CT Measurement on a patient grid.
+"""Clinical cone-beam CT in: RTK's geometry and projections → a cone-beam CT Measurement on a
+patient grid (the vendors' files reach `cbct_measurement` through cbct_vendors.py).
 
 RTK (`itk-rtk`, `from itk import RTK`) reads the geometry (ThreeDCircularProjectionGeometry) and
 every projection format it knows, and turns raw vendor intensities into line integrals the way
@@ -274,7 +274,7 @@ def cbct_measurement(geometry, projection_files, *, source_fields: dict, inputs,
     return m
 
 
-def _scan_files(inputs, kind: str, geometry_glob: str, projection_suffixes: tuple, usage: str):
+def scan_files(inputs, kind: str, geometry_glob: str, projection_suffixes: tuple, usage: str):
     """(geometry file, projection files) of a scan given as its folder, its geometry file (the
     projections beside it) or the geometry file followed by the projection files."""
     inputs = [Path(p) for p in inputs]
@@ -288,7 +288,7 @@ def _scan_files(inputs, kind: str, geometry_glob: str, projection_suffixes: tupl
     else:
         folder = first.parent
     projections = inputs[1:] or sorted((p for p in folder.iterdir()
-                                        if p.is_file() and p.suffix.lower() in projection_suffixes), key=_natural)
+                                        if p.is_file() and p.suffix.lower() in projection_suffixes), key=natural)
     if not projections:
         raise InputError(f"import {kind}", f"no projection files ({', '.join(projection_suffixes)}) next to "
                          f"{first.name}.", usage)
@@ -300,7 +300,7 @@ def _scan_files(inputs, kind: str, geometry_glob: str, projection_suffixes: tupl
     return first, projections
 
 
-def _natural(path: Path):
+def natural(path: Path):
     """Sort key: numbers in file names by value (proj_2 before proj_10), as scanners number frames."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
@@ -313,7 +313,7 @@ def read_rtk(inputs, **options) -> Measurement:
     """`inrrecon import rtk GEOMETRY.xml [PROJ...]` (or the folder holding both): RTK's geometry
     XML and any projection stack RTK reads, taken as line integrals unless RTK converts them."""
     usage = "inrrecon import rtk GEOMETRY.xml PROJ.mha [PROJ2.mha ...] --out MEAS.h5"
-    xml, projections = _scan_files(inputs, "rtk", "*.xml", _STACK_SUFFIXES, usage)
+    xml, projections = scan_files(inputs, "rtk", "*.xml", _STACK_SUFFIXES, usage)
     if xml.suffix.lower() != ".xml":
         raise InputError("import rtk", f"{xml.name} is not an .xml file: give the geometry XML first, then the "
                          "projection files.", usage)
@@ -322,153 +322,7 @@ def read_rtk(inputs, **options) -> Measurement:
                             inputs=[xml, *projections], **options)
 
 
-def read_elekta_xvi5(inputs, **options) -> Measurement:
-    """`inrrecon import elekta SCAN_FOLDER` (or its _Frames.xml, or that and the .his files): an
-    Elekta XVI 5+ scan. RTK's ElektaXVI5GeometryXMLFileReader reads the frames' gantry angles
-    and panel centres (UCentre/VCentre, the half-fan offset) with XVI's fixed distances (source
-    to isocentre 1000 mm, to detector 1536 mm); rtk.ProjectionsReader reads the .his files, crops
-    4 border pixels and converts raw values to line integrals with Elekta's lookup table and
-    I0 = 65536, as RTK's applications do (XVI's raw values are flood-field corrected, so one I0
-    serves every pixel)."""
-    frames, projections = _scan_files(inputs, "elekta", "*Frames.xml", (".his",),
-                                      "inrrecon import elekta SCAN_FOLDER --out MEAS.h5 (the folder holding "
-                                      "_Frames.xml and the .his projections)")
-    _check_xml_numbers(frames, "Elekta _Frames.xml", ("GantryAngle",), ("UCentre", "VCentre"), repeated="Frame")
-    reader = rtk().ElektaXVI5GeometryXMLFileReader.New()
-    reader.SetFilename(str(frames))
-    try:
-        reader.GenerateOutputInformation()
-    except RuntimeError as exc:
-        raise InputError("Elekta _Frames.xml", f"{frames.name} cannot be read ({last_line(exc)}).",
-                         "Give the _Frames.xml XVI 5 or later wrote; older XVI scans keep their geometry in "
-                         "IMAGE.DBF/FRAME.DBF, which INRRecon does not read yet.") from None
-    geometry = reader.GetOutputObject()
-    if len(geometry.GetGantryAngles()) == 0:
-        raise InputError("Elekta _Frames.xml", f"{frames.name} lists no <Frame> with a <GantryAngle>.",
-                         "Give the _Frames.xml of the scan (XVI 5 or later).")
-    return cbct_measurement(geometry, projections, source_fields={"importer": "elekta-xvi5", "scanner": "Elekta XVI"},
-                            inputs=[frames, *projections], **options)
-
-
-def _local(tag: str) -> str:
-    return tag.split("}")[-1]
-
-
-def _check_xml_numbers(path: Path, field: str, required, optional=(), repeated: str = None) -> dict:
-    """Parse a vendor XML file and check that the elements RTK's readers will read hold numbers,
-    before RTK sees it: RTK's readers take std::stod of whatever text they meet, and a missing
-    element or a word where a number belongs ends the process (a crash, not an exception) instead
-    of giving an error. repeated: an element (e.g. Elekta's Frame) whose children are checked, once
-    per occurrence. Returns {element: text} of the first occurrence of every element."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(str(path)).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise InputError(field, f"{path.name} is not readable XML ({exc}).",
-                         "Copy the file from the scanner again.") from None
-    groups = [e for e in root.iter() if _local(e.tag) == repeated] if repeated else [root]
-    if not groups:
-        raise InputError(field, f"{path.name} has no <{repeated}> element.", "Give the file the scanner wrote.")
-    where = f" in a <{repeated}>" if repeated else ""
-    for group in groups:
-        texts = {}
-        for e in group.iter():
-            texts.setdefault(_local(e.tag), (e.text or "").strip())
-        for name in (*required, *optional):
-            if name not in texts:
-                if name in required:
-                    raise InputError(field, f"{path.name} has no <{name}>{where}.",
-                                     "Give the file the scanner wrote; RTK needs this element.")
-                continue
-            try:
-                float(texts[name])
-            except ValueError:
-                raise InputError(field, f"<{name}> in {path.name} is {texts[name]!r}, not a number.",
-                                 "Give the file the scanner wrote.") from None
-    first = {}
-    for e in root.iter():
-        first.setdefault(_local(e.tag), (e.text or "").strip())
-    return first
-
-
-def _varian_projections(folder: Path) -> list:
-    """A Varian scan folder's projections: Acquisitions/<id>/Proj_*.xim|hnd (the Calibrations
-    folder beside it holds air and dark images, not projections), else the .xim/.hnd files
-    beside Scan.xml."""
-    found = [p for p in folder.glob("Acquisitions/*/Proj_*") if p.suffix.lower() in (".xim", ".hnd")]
-    found = found or [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".xim", ".hnd")]
-    return sorted(found, key=lambda p: [_natural(p.parent), _natural(p)])
-
-
-def read_varian(inputs, **options) -> Measurement:
-    """`inrrecon import varian SCAN_FOLDER` (or its Scan.xml, optionally followed by the
-    projection files): a Varian kV CBCT through RTK's readers, by the projections' format.
-
-    TrueBeam/ProBeam (.xim): VarianProBeamGeometryReader takes SAD (source to isocentre) and SID
-    (source to imager) from Scan.xml and each projection's source angle and imager shift from its
-    header (KVSourceRtn, KVDetectorLat/Lng; RTK's gantry angle = 180° − KVSourceRtn).
-    OBI (.hnd): VarianObiGeometryReader takes CalibratedSAD/SID, the detector offsets
-    (CalibratedDetectorOffsetX/Y, plus DetectorPosLat for FanType HalfFan) from Scan.xml and
-    each angle from the header (dCTProjectionAngle).
-    rtk.ProjectionsReader converts raw values of both with p = ln(I0 / raw), I0 = 139000 (RTK's
-    constant for Varian, measured from RTK in test_cbct.py; no per-scan flood field is read)."""
-    inputs = [Path(p) for p in inputs]
-    usage = "inrrecon import varian SCAN_FOLDER --out MEAS.h5 (the folder holding Scan.xml and Acquisitions/)"
-    scan_xml = inputs[0] / "Scan.xml" if inputs[0].is_dir() else inputs[0]
-    if not scan_xml.is_file():
-        raise InputError("import varian", f"no Scan.xml in {inputs[0].name}.", usage)
-    projections = inputs[1:] or _varian_projections(scan_xml.parent)
-    kinds = {p.suffix.lower() for p in projections}
-    if not projections or not kinds <= {".xim", ".hnd"} or len(kinds) > 1:
-        found = ", ".join(sorted(kinds)) or "none"
-        raise InputError("import varian", f"needs the .xim (TrueBeam/ProBeam) or .hnd (OBI) projections of one scan "
-                         f"beside {scan_xml.name} (found: {found}).", usage)
-    probeam = kinds == {".xim"}
-    if probeam:
-        _check_xml_numbers(scan_xml, "Varian Scan.xml", ("SAD", "SID"), ("ImagerSizeX", "ImagerSizeY", "ImagerResX",
-                                                                          "ImagerResY", "ImagerLat", "Velocity"))
-    else:
-        fields = _check_xml_numbers(scan_xml, "Varian Scan.xml", ("CalibratedSAD", "CalibratedSID",
-                                                                  "CalibratedDetectorOffsetX",
-                                                                  "CalibratedDetectorOffsetY"), ("DetectorPosLat",))
-        if "FanType" not in fields:
-            raise InputError("Varian Scan.xml", f"{scan_xml.name} has no <FanType> (HalfFan or FullFan).",
-                             "Give the Scan.xml the OBI wrote.")
-        if fields["FanType"].lower() == "halffan" and "DetectorPosLat" not in fields:
-            raise InputError("Varian Scan.xml", f"{scan_xml.name} is a HalfFan scan without <DetectorPosLat>.",
-                             "Give the Scan.xml the OBI wrote.")
-    reader = (rtk().VarianProBeamGeometryReader if probeam else rtk().VarianObiGeometryReader).New()
-    reader.SetXMLFileName(str(scan_xml))
-    reader.SetProjectionsFileNames([str(p) for p in projections])
-    try:
-        reader.UpdateOutputData()
-    except RuntimeError as exc:
-        needs = "SAD and SID" if probeam else "CalibratedSAD, CalibratedSID, FanType and the detector offsets"
-        raise InputError("Varian Scan.xml", f"the scan's geometry cannot be read ({last_line(exc)}).",
-                         f"Give the Scan.xml and projections the scanner wrote ({needs} in Scan.xml).") from None
-    geometry = reader.GetGeometry()
-    n_views = len(geometry.GetGantryAngles())
-    if n_views != len(projections):  # RTK skips projections without an angle (6000: not exposed)
-        raise InputError("Varian projections", f"{len(projections) - n_views} of {len(projections)} files "
-                         "have no source angle.", "Leave out the unexposed frames, or give the Acquisitions folder "
-                         "of one scan.")
-    scanner = "Varian TrueBeam/ProBeam" if probeam else "Varian OBI"
-    return cbct_measurement(geometry, projections, source_fields={"importer": "varian-" + ("probeam" if probeam else
-                                                                                           "obi"), "scanner": scanner},
-                            inputs=[scan_xml, *projections], **options)
-
-
-def is_varian_scan(path) -> bool:
-    """A Varian Scan.xml (or its folder) with the distances RTK reads (ProBeam SAD/SID, OBI
-    CalibratedSAD/SID)."""
-    path = Path(path)
-    xml = path / "Scan.xml" if path.is_dir() else path
-    head = _head(xml) if xml.name.lower() == "scan.xml" and xml.is_file() else ""
-    return "SAD>" in head and "SID>" in head
-
-
-def _head(path: Path, n: int = 4096) -> str:
+def file_head(path: Path, n: int = 4096) -> str:
     try:
         with open(path, "rb") as f:
             return f.read(n).decode("utf-8", "replace")
@@ -476,7 +330,7 @@ def _head(path: Path, n: int = 4096) -> str:
         return ""
 
 
-def _geometry_file(path: Path, glob: str):
+def geometry_file(path: Path, glob: str):
     path = Path(path)
     if path.is_dir():
         found = sorted(path.glob(glob))
@@ -486,12 +340,5 @@ def _geometry_file(path: Path, glob: str):
 
 def is_rtk_scan(path) -> bool:
     """An RTK geometry XML (or a folder with exactly one) — cheap: the root element's name."""
-    xml = _geometry_file(path, "*.xml")
-    return xml is not None and "<RTKThreeDCircularGeometry" in _head(xml)
-
-
-def is_elekta_scan(path) -> bool:
-    """An XVI _Frames.xml (or its folder): frames with gantry angles."""
-    xml = _geometry_file(path, "*Frames.xml")
-    head = _head(xml) if xml is not None else ""
-    return "<Frame" in head and ("GantryAngle" in head or "UCentre" in head)
+    xml = geometry_file(path, "*.xml")
+    return xml is not None and "<RTKThreeDCircularGeometry" in file_head(xml)

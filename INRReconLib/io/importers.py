@@ -61,13 +61,13 @@ def _rtk(inputs, **options):
 
 
 def _elekta(inputs, **options):
-    from .cbct import read_elekta_xvi5
+    from .cbct_vendors import read_elekta
 
-    return read_elekta_xvi5(inputs, **options)
+    return read_elekta(inputs, **options)
 
 
 def _varian(inputs, **options):
-    from .cbct import read_varian
+    from .cbct_vendors import read_varian
 
     return read_varian(inputs, **options)
 
@@ -76,7 +76,7 @@ IMPORTERS = {
     "rtk": Importer("rtk", "cone-beam projections with RTK's geometry XML (any stack RTK reads; needs itk-rtk)",
                     "the geometry .xml, then the projection files (or one folder holding both)", _CBCT_OPTIONS,
                     _rtk, single=False),
-    "elekta": Importer("elekta", "Elekta XVI 5+ CBCT (_Frames.xml + .his; needs itk-rtk)",
+    "elekta": Importer("elekta", "Elekta XVI CBCT (.his with _Frames.xml, or before XVI 5 the patient's IMAGE/FRAME.DBF; needs itk-rtk)",
                        "the scan folder (or its _Frames.xml, optionally followed by the .his files)", _CBCT_OPTIONS,
                        _elekta, single=False),
     "varian": Importer("varian", "Varian kV CBCT: TrueBeam/ProBeam (Scan.xml + .xim) or OBI (Scan.xml + .hnd); "

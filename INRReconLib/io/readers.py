@@ -23,13 +23,13 @@ from .measurement import Measurement, is_v1_file, read_v1, read_v1_header
 from .twix import is_twix_file, read_twix, twix_header
 
 
-def _cbct(name):
-    """A function of cbct.py, imported when called (RTK is large and optional); its readers take
-    a list of inputs, the sniffs one path."""
+def _cbct(name, module="cbct_vendors"):
+    """A function of cbct.py / cbct_vendors.py, imported when called (RTK is large and optional);
+    the readers take a list of inputs, the sniffs one path."""
     def call(path):
-        from . import cbct
+        import importlib
 
-        function = getattr(cbct, name)
+        function = getattr(importlib.import_module(f".{module}", __package__), name)
         return function([path]) if name.startswith("read_") else function(path)
     return call
 
@@ -57,14 +57,15 @@ READERS = (
     Reader("twix", "Siemens raw data, twix VB/VD/VE (2D Cartesian; needs twixtools)", (".dat",),
            is_twix_file, read_twix, twix_header),
     # cone-beam scans: the geometry XML (the projections beside it) or the scan's folder
-    Reader("elekta", "Elekta XVI 5+ CBCT: _Frames.xml with the .his files beside it, or the scan folder (needs "
-           "itk-rtk)", (".xml",), _cbct("is_elekta_scan"), _cbct("read_elekta_xvi5"),
-           lambda path: _header_of(_cbct("read_elekta_xvi5"), path)),
+    Reader("elekta", "Elekta XVI CBCT: _Frames.xml with the .his files beside it, or the scan folder (img_<UID> "
+           "before XVI 5; needs itk-rtk)", (".xml",), _cbct("is_elekta_scan"), _cbct("read_elekta"),
+           lambda path: _header_of(_cbct("read_elekta"), path)),
     Reader("varian", "Varian kV CBCT (TrueBeam/ProBeam .xim, OBI .hnd): Scan.xml with Acquisitions/*/Proj_*, or "
            "the scan folder (needs itk-rtk)", (".xml",), _cbct("is_varian_scan"), _cbct("read_varian"),
            lambda path: _header_of(_cbct("read_varian"), path)),
     Reader("rtk", "RTK geometry XML with the projections beside it, or their folder (needs itk-rtk)", (".xml",),
-           _cbct("is_rtk_scan"), _cbct("read_rtk"), lambda path: _header_of(_cbct("read_rtk"), path)),
+           _cbct("is_rtk_scan", "cbct"), _cbct("read_rtk", "cbct"),
+           lambda path: _header_of(_cbct("read_rtk", "cbct"), path)),
 )
 SUFFIXES = tuple(dict.fromkeys(s for reader in READERS for s in reader.suffixes))  # once each
 

@@ -31,7 +31,8 @@ from INRReconLib import bench_import  # noqa: E402 (RTK's side of a scan: its fr
 from INRReconLib.bench_import import rtk_fdk, rtk_volume, write_rtk_scan  # noqa: E402
 from INRReconLib.cli import main  # noqa: E402
 from INRReconLib.errors import InputError  # noqa: E402
-from INRReconLib.io.cbct import PATIENT_POSITIONS, patient_rotation, read_elekta_xvi5, read_rtk  # noqa: E402
+from INRReconLib.io.cbct import PATIENT_POSITIONS, patient_rotation, read_rtk  # noqa: E402
+from INRReconLib.io.cbct_vendors import read_elekta, read_elekta_xvi5  # noqa: E402
 from INRReconLib.io.importers import run_import  # noqa: E402
 from INRReconLib.io.measurement import Measurement, read_v1  # noqa: E402
 from INRReconLib.io.readers import read_measurement  # noqa: E402
@@ -277,6 +278,21 @@ def write_his(path, frame: np.ndarray, truncate: bool = False):
         f.write(bytes(header) + bytes(32) + (pixels[: len(pixels) // 2] if truncate else pixels))
 
 
+def write_dbf(path, fields, records, deleted=()):
+    """A dBase III table as XVI's IMAGE.DBF / FRAME.DBF (the layout RTK's DbfFile reads): 32-byte
+    header (version 3, record count, header and record sizes), one 32-byte descriptor per field
+    (name, type, length at byte 16), 0x0D, then records (' ' or '*' for deleted, fixed width)."""
+    record_size = 1 + sum(n for _, _, n in fields)
+    rows = [(b" ", r) for r in records] + [(b"*", r) for r in deleted]
+    out = bytearray(struct.pack("<B3xIHH20x", 3, len(rows), 32 + 32 * len(fields) + 1, record_size))
+    for name, kind, n in fields:
+        out += name.encode().ljust(11, b"\0") + kind.encode() + bytes(4) + bytes([n]) + bytes(15)
+    out += b"\r"
+    for flag, r in rows:
+        out += flag + b"".join(v.encode().rjust(n) for v, (_, _, n) in zip(r, fields))
+    path.write_bytes(bytes(out))
+
+
 def write_elekta_scan(folder, angles_deg, u_centre_mm, line_integrals, lut):
     """_Frames.xml (XVI 5 elements RTK reads) + one .his per frame, raw values whose RTK
     conversion gives `line_integrals` [n, rows, cols] (the 4-pixel border RTK crops added)."""
@@ -322,6 +338,26 @@ def test_elekta_xvi5_import_matches_the_rtk_path(thorax, tmp_path):
     scores = [psnr(fdk(x)[inside], mu[inside], data_range=float(mu.max())) for x in (m, direct)]
     assert abs(scores[0] - scores[1]) < 0.1, scores
     assert read_measurement(folder / "_Frames.xml").data.shape == m.data.shape  # reconstruct/info read it too
+    # the same scan as older XVI stores it: IMAGE.DBF / FRAME.DBF in the patient's DATABASE folder
+    # (another scan's frames and a deleted record beside it), the .his files in IMAGES/img_<UID>
+    uid = "1.3.46.423632.1"
+    scan = tmp_path / "patient" / "IMAGES" / f"img_{uid}"
+    scan.mkdir(parents=True)
+    for his in sorted(folder.glob("*.his")):
+        (scan / his.name).write_bytes(his.read_bytes())
+    database = tmp_path / "patient" / "DATABASE"
+    database.mkdir()
+    write_dbf(database / "IMAGE.DBF", [("DICOM_UID", "C", 64), ("DBID", "C", 10)],
+              [("9.9.9", "7"), (uid, "12")])
+    frames = [("7", "0.0", "0", "0")] + [("12", f"{a:.4f}", "115", "0") for a in angles]
+    write_dbf(database / "FRAME.DBF", [("IMA_DBID", "C", 10), ("PROJ_ANG", "N", 12), ("U_CENTRE", "N", 10),
+                                       ("V_CENTRE", "N", 10)], frames, deleted=[("12", "99", "0", "0")])
+    old = read_elekta([scan], size=(nx, ny, nz), spacing=sp)
+    assert '"importer": "elekta-dbf"' in old.attrs["source"]
+    assert np.allclose(old.geometry.vectors, m.geometry.vectors, atol=1e-4) and np.array_equal(old.data, m.data)
+    write_dbf(database / "FRAME.DBF", [("IMA_DBID", "C", 10), ("PROJ_ANG", "N", 12)], frames[:1])
+    with pytest.raises(InputError, match="FRAME.DBF"):
+        read_elekta([scan])
     # truncated .his: a one-line error naming the projections
     write_his(folder / "00002.his", np.zeros((cols + 8, cols + 8), np.uint16), truncate=True)
     with pytest.raises(InputError, match="projections"):

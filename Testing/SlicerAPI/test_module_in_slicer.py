@@ -212,6 +212,29 @@ def test_the_reader_claims_measurement_files_over_transforms(tmp_path):
     assert slicer.app.coreIOManager().fileType(str(other)) == "TransformFile"
 
 
+def test_a_cone_beam_scan_is_read_from_its_geometry_xml(widget, tmp_path):
+    """A CBCT scan as RTK writes it (geometry XML + projections beside it): the module's reader
+    claims the XML (and no other XML), and choosing it as the measurement picks the cone preset."""
+    pytest.importorskip("itk")
+    try:
+        from INRReconLib.bench_import import rtk_geometry, rtk_project, rtk_volume, write_rtk_scan
+        rtk_geometry([0.0])
+    except Exception as exc:  # itk without RTK
+        pytest.skip(f"itk-rtk is not usable: {exc}")
+    mu = np.zeros((8, 16, 16), np.float32)
+    mu[3:5, 6:10, 6:10] = 0.02
+    g = rtk_geometry(np.linspace(0, 360, 12, endpoint=False))
+    xml, _ = write_rtk_scan(tmp_path / "scan", g, rtk_project(rtk_volume(mu, (8.0, 8.0, 8.0)), g, 8, 32, 8.0))
+    reader = INRRecon.INRReconFileReader(None)
+    assert reader.canLoadFileConfidence(str(xml)) > 0.5 + 0.01 * len(".xml")
+    other = tmp_path / "settings.xml"
+    other.write_text("<settings><a>1</a></settings>")
+    assert reader.canLoadFileConfidence(str(other)) == 0.0
+    widget._parameterNode.method = "nerp"
+    widget.ui.measurementPathLineEdit.currentPath = str(xml)
+    assert widget._parameterNode.preset == "hash-cone"
+
+
 def test_apply_runs_a_scripted_worker_and_cleans_up(widget, tmp_path):
     from INRReconLib.io.volume import write_volume
 
