@@ -35,8 +35,8 @@ def read_elekta_xvi5(inputs, **options) -> Measurement:
         reader.GenerateOutputInformation()
     except RuntimeError as exc:
         raise InputError("Elekta _Frames.xml", f"{frames.name} cannot be read ({last_line(exc)}).",
-                         "Give the _Frames.xml XVI 5 or later wrote; older XVI scans keep their geometry in "
-                         "IMAGE.DBF/FRAME.DBF, which INRRecon does not read yet.") from None
+                         "Give the _Frames.xml XVI 5 or later wrote; for an older XVI scan give its img_<UID> "
+                         "folder (its geometry is in the patient's IMAGE.DBF/FRAME.DBF).") from None
     geometry = reader.GetOutputObject()
     if len(geometry.GetGantryAngles()) == 0:
         raise InputError("Elekta _Frames.xml", f"{frames.name} lists no <Frame> with a <GantryAngle>.",

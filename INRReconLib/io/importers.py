@@ -2,7 +2,8 @@
 
 Each importer turns what a scanner wrote (one file, several files or a folder) into a validated
 Measurement; the CLI writes it as a v1 file. `options` names the CLI options the importer reads:
-an option given for a kind that does not read it is an error, not silently ignored. The same
+an option set (to other than its default) for a kind that does not read it is an error, not
+silently ignored. The same
 readers are behind `read_measurement` (io/readers.py) where one path holds the whole scan, so
 reconstruct, info and the Slicer module take those inputs directly too.
 """

@@ -216,8 +216,9 @@ def displaced_detector_weights(geometry: CTGeometry) -> np.ndarray:
     where the real detector reaches both: |t| ≤ Δ (Δ = the short side's extent). There the pair
     must sum to 2 (the full scan's factor ½ makes it 1), smoothly, so that filtering sees no
     step: w(t) = 1 + sin(π/2 · γ(t)/γ(Δ)), γ the fan angle atan(t / SDD) (Wang 2002); w = 2
-    beyond Δ, where the column is the ray's only measurement, and 0 on the padding. Compared with
-    RTK's DisplacedDetectorImageFilter on the same geometry in Testing/Python/test_cbct.py.
+    beyond Δ, where the column is the ray's only measurement, and 0 on the padding. RTK's
+    DisplacedDetectorImageFilter takes the same form; FDK with these weights matches RTK's FDK
+    on the same projections (Testing/Python/test_cbct.py).
     """
     padding = displaced_detector_padding(geometry)
     if padding is None:
