@@ -39,7 +39,7 @@ from ..physics.grid import ImageGrid
 from .measurement import Measurement, validate_measurement
 from .provenance import source_attribute
 
-INSTALL = "pip install itk-rtk"
+INSTALL = "pip install itk-rtk (or pip install -e \".[cbct]\")"
 PATIENT_POSITIONS = {
     "HFS": ((1, 0, 0), (0, 0, -1), (0, 1, 0)),
     "HFP": ((-1, 0, 0), (0, 0, 1), (0, 1, 0)),
