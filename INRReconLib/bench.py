@@ -195,6 +195,28 @@ def _convergence(out: Path, device, iterations):
     return {"case": case.name, "curves": {k: list(zip(*v)) for k, v in curves.items()}, "table": table}
 
 
+def _sigpy():
+    from .bench_sigpy import print_sigpy_table, sigpy_rows
+
+    return "sigpy", lambda group, methods, device: sigpy_rows(group), print_sigpy_table
+
+
+def _import():
+    from .bench_import import import_rows, print_import_table
+
+    return "import", import_rows, print_import_table
+
+
+def _auto():
+    from .bench_classical import classical_rows, print_classical_table
+
+    return "classical", classical_rows, print_classical_table
+
+
+# `--cases PREFIX:GROUP`: (result key, rows(group, methods, device), print(rows)), imported when used
+_PREFIXED = {"sigpy:": _sigpy, "import:": _import, "auto:": _auto}
+
+
 def run_bench(args) -> int:
     from .cases import BUILDERS, CASE_GROUPS, build_cases
     from .worker.run import resolve_device
@@ -238,30 +260,13 @@ def run_bench(args) -> int:
             print_batch_table(result["batch"])
             _write_json(out / "bench.json", result)
             continue
-        if group.startswith("sigpy:"):
-            from .bench_sigpy import print_sigpy_table, sigpy_rows
-
-            result.setdefault("sigpy", []).extend(sigpy_rows(group[6:]))
-            print()
-            print_sigpy_table(result["sigpy"])
-            _write_json(out / "bench.json", result)
-            continue
-        if group.startswith("import:"):
-            from .bench_import import import_rows, print_import_table
-
+        prefix = group.split(":", 1)[0] + ":" if ":" in group else None
+        if prefix in _PREFIXED:
+            key, run, show = _PREFIXED[prefix]()
             methods = args.methods.split(",") if args.methods else None
-            result.setdefault("import", []).extend(import_rows(group[7:], methods, device))
+            result.setdefault(key, []).extend(run(group[len(prefix):], methods, device))
             print()
-            print_import_table(result["import"])
-            _write_json(out / "bench.json", result)
-            continue
-        if group.startswith("auto:"):
-            from .bench_classical import classical_rows, print_classical_table
-
-            methods = args.methods.split(",") if args.methods else None
-            result.setdefault("classical", []).extend(classical_rows(group[5:], methods, device))
-            print()
-            print_classical_table(result["classical"])
+            show(result[key])
             _write_json(out / "bench.json", result)
             continue
         if group == "nufft":

@@ -64,6 +64,15 @@ def rtk():
     return RTK
 
 
+def run_rtk(step, field: str, problem: str, fix: str):
+    """step() (an RTK reader's Update or the like); RTK's C++ exceptions become one InputError:
+    `problem` followed by the reason RTK gave."""
+    try:
+        return step()
+    except RuntimeError as exc:
+        raise InputError(field, f"{problem} ({last_line(exc)}).", fix) from None
+
+
 def patient_rotation(position: str) -> np.ndarray:
     """3x3 matrix taking RTK's fixed frame (IEC 61217) to LPS for a patient position."""
     key = str(position).upper()
@@ -79,13 +88,9 @@ def read_rtk_geometry(path):
     path = Path(path)
     reader = rtk().ThreeDCircularProjectionGeometryXMLFileReader.New()
     reader.SetFilename(str(path))
-    try:
-        reader.GenerateOutputInformation()
-    except RuntimeError as exc:
-        raise InputError("RTK geometry", f"{path.name} cannot be read as an RTK geometry file "
-                         f"({last_line(exc)}).",
-                         "Give the XML that rtksimulatedgeometry, RTK's vendor readers or "
-                         "ThreeDCircularProjectionGeometryXMLFileWriter wrote.") from None
+    run_rtk(reader.GenerateOutputInformation, "RTK geometry", f"{path.name} cannot be read as an RTK geometry file",
+            "Give the XML that rtksimulatedgeometry, RTK's vendor readers or "
+            "ThreeDCircularProjectionGeometryXMLFileWriter wrote.")
     geometry = reader.GetOutputObject()
     if len(geometry.GetGantryAngles()) == 0:
         raise InputError("RTK geometry", f"{path.name} describes no projections (is it an RTK geometry file?).",
@@ -175,12 +180,8 @@ def read_projection_stack(files) -> tuple[np.ndarray, tuple, tuple]:
     image_type = itk.Image[itk.F, 3]
     reader = rtk().ProjectionsReader[image_type].New()
     reader.SetFileNames(files)
-    try:
-        reader.Update()
-    except RuntimeError as exc:
-        raise InputError("projections", f"RTK cannot read the projections ({last_line(exc)}).",
-                         "Give projection files RTK reads (.his, .hnd, .xim, .mha, .nrrd, ...), complete and of one "
-                         "scan.") from None
+    run_rtk(reader.Update, "projections", "RTK cannot read the projections",
+            "Give projection files RTK reads (.his, .hnd, .xim, .mha, .nrrd, ...), complete and of one scan.")
     image = reader.GetOutput()
     direction = np.asarray(itk.array_from_matrix(image.GetDirection()), float)
     if not np.allclose(direction, np.eye(3), atol=1e-6):
@@ -232,18 +233,25 @@ def _check_line_integrals(data: np.ndarray, name: str) -> None:
 def cbct_measurement(geometry, projection_files, *, source_fields: dict, inputs, like=None, size=None,
                      spacing=None, patient_position="HFS", isocenter=None, bin=1, every=1) -> Measurement:
     """The Measurement of an RTK geometry object and its projection files (module docstring)."""
-    data, origin, pitch = read_projection_stack(projection_files)
     n_views = len(geometry.GetGantryAngles())
-    if data.shape[0] != n_views:
-        raise InputError("projections", f"{data.shape[0]} projections but the geometry has {n_views} views.",
-                         "Give the projection files of this geometry, all of them, in acquisition order.")
     every = int(every)
     if every < 1:
         raise InputError("--every", f"must be a positive integer, got {every}.")
-    views = fixed_frame_views(geometry, data.shape[1], data.shape[2], origin, pitch)
-    data, views = bin_projections(data, views, bin)
     keep = np.arange(0, n_views, every)
-    data, views = np.ascontiguousarray(data[keep]), views[keep]
+    files = list(projection_files)
+    one_per_view = len(files) == n_views  # vendor scans: then only the kept views are read at all
+    data, origin, pitch = read_projection_stack([files[i] for i in keep] if one_per_view else files)
+    if one_per_view and data.shape[0] != len(keep):
+        raise InputError("projections", f"{len(keep)} files hold {data.shape[0]} projections; one per view was "
+                         "expected.", "Give one projection per file, or one stack of all of them.")
+    if not one_per_view and data.shape[0] != n_views:
+        raise InputError("projections", f"{data.shape[0]} projections but the geometry has {n_views} views.",
+                         "Give the projection files of this geometry, all of them, in acquisition order.")
+    if not one_per_view:
+        data = data[keep]
+    views = fixed_frame_views(geometry, data.shape[1], data.shape[2], origin, pitch)[keep]
+    data, views = bin_projections(data, views, bin)
+    data = np.ascontiguousarray(data)
     _check_line_integrals(data, "the projections")
     rotation = patient_rotation(patient_position)
     if like is not None:

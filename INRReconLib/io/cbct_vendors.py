@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError, last_line
-from .cbct import cbct_measurement, file_head, geometry_file, natural, rtk, scan_files
+from ..errors import InputError
+from .cbct import cbct_measurement, file_head, geometry_file, natural, rtk, run_rtk, scan_files
 from .measurement import Measurement
 
 
@@ -31,12 +31,9 @@ def read_elekta_xvi5(inputs, **options) -> Measurement:
     _check_xml_numbers(frames, "Elekta _Frames.xml", ("GantryAngle",), ("UCentre", "VCentre"), repeated="Frame")
     reader = rtk().ElektaXVI5GeometryXMLFileReader.New()
     reader.SetFilename(str(frames))
-    try:
-        reader.GenerateOutputInformation()
-    except RuntimeError as exc:
-        raise InputError("Elekta _Frames.xml", f"{frames.name} cannot be read ({last_line(exc)}).",
-                         "Give the _Frames.xml XVI 5 or later wrote; for an older XVI scan give its img_<UID> "
-                         "folder (its geometry is in the patient's IMAGE.DBF/FRAME.DBF).") from None
+    run_rtk(reader.GenerateOutputInformation, "Elekta _Frames.xml", f"{frames.name} cannot be read",
+            "Give the _Frames.xml XVI 5 or later wrote; for an older XVI scan give its img_<UID> folder (its "
+            "geometry is in the patient's IMAGE.DBF/FRAME.DBF).")
     geometry = reader.GetOutputObject()
     if len(geometry.GetGantryAngles()) == 0:
         raise InputError("Elekta _Frames.xml", f"{frames.name} lists no <Frame> with a <GantryAngle>.",
@@ -137,11 +134,8 @@ def read_elekta_dbf(inputs, **options) -> Measurement:
     reader.SetDicomUID(uid)
     reader.SetImageDbfFileName(str(image_dbf))
     reader.SetFrameDbfFileName(str(frame_dbf))
-    try:
-        reader.UpdateOutputData()
-    except RuntimeError as exc:
-        raise InputError("Elekta database", f"RTK cannot read the scan's geometry ({last_line(exc)}).",
-                         "Give the IMAGE.DBF and FRAME.DBF XVI wrote.") from None
+    run_rtk(reader.UpdateOutputData, "Elekta database", "RTK cannot read the scan's geometry",
+            "Give the IMAGE.DBF and FRAME.DBF XVI wrote.")
     return cbct_measurement(reader.GetGeometry(), projections, source_fields={
         "importer": "elekta-dbf", "scanner": "Elekta XVI (before 5)", "dicom_uid": uid},
         inputs=[image_dbf, frame_dbf, *projections], **options)
@@ -238,12 +232,9 @@ def read_varian(inputs, **options) -> Measurement:
     reader = (rtk().VarianProBeamGeometryReader if probeam else rtk().VarianObiGeometryReader).New()
     reader.SetXMLFileName(str(scan_xml))
     reader.SetProjectionsFileNames([str(p) for p in projections])
-    try:
-        reader.UpdateOutputData()
-    except RuntimeError as exc:
-        needs = "SAD and SID" if probeam else "CalibratedSAD, CalibratedSID, FanType and the detector offsets"
-        raise InputError("Varian Scan.xml", f"the scan's geometry cannot be read ({last_line(exc)}).",
-                         f"Give the Scan.xml and projections the scanner wrote ({needs} in Scan.xml).") from None
+    needs = "SAD and SID" if probeam else "CalibratedSAD, CalibratedSID, FanType and the detector offsets"
+    run_rtk(reader.UpdateOutputData, "Varian Scan.xml", "the scan's geometry cannot be read",
+            f"Give the Scan.xml and projections the scanner wrote ({needs} in Scan.xml).")
     geometry = reader.GetGeometry()
     n_views = len(geometry.GetGantryAngles())
     if n_views != len(projections):  # RTK skips projections without an angle (6000: not exposed)
