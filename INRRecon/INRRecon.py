@@ -125,6 +125,7 @@ class INRReconParameterNode:
     priorVolume: Optional[vtkMRMLScalarVolumeNode]
     measurementPath: str  # "" = none chosen (a pathlib.Path would show an unset path as ".")
     seriesPaths: str  # extra fractions, one measurement file per line
+    modelFolder: str  # DisINR: the pre-trained model's folder ("" = none)
     chainPriors: Annotated[bool, Default(True)]
     method: Annotated[str, Choice(list(METHODS)), Default("nerp")]
     preset: Annotated[str, Choice(list(PRESETS)), Default("hash-ct")]
@@ -317,6 +318,7 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 mapping[name] = widget
         mapping["measurementPath"] = _PathLineEditToStrConnector(self.ui.measurementPathLineEdit)
         mapping["seriesPaths"] = _TextEditToStrConnector(self.ui.seriesPathsTextEdit)
+        mapping["modelFolder"] = _PathLineEditToStrConnector(self.ui.modelPathLineEdit)
         return mapping
 
     def _checkCanApply(self, caller=None, event=None) -> None:
@@ -331,8 +333,14 @@ class INRReconWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         spec = METHOD_SPECS.get(p.method) if p is not None else None
         self._enableSettingsOf(spec)
         needsPrior = spec is not None and spec.uses_prior
+        needsModel = spec is not None and "model" in spec.reads
+        self.ui.modelPathLineEdit.enabled = needsModel
         if ok and needsPrior and not p.priorVolume:
             self.ui.applyButton.toolTip = _("NeRP needs a prior: select an earlier scan of the patient.")
+            self.ui.applyButton.enabled = False
+        elif ok and needsModel and not os.path.isdir(p.modelFolder or ""):
+            self.ui.applyButton.toolTip = _("DisINR needs a pre-trained model: choose the folder inrrecon pretrain "
+                                            "wrote (Population model).")
             self.ui.applyButton.enabled = False
         elif ok and p.outputUpsampling > 1 and p.method not in FIELD_METHODS:
             self.ui.applyButton.toolTip = _("Only the INR methods (inr, nerp, stinr) can write a finer output grid: "
@@ -555,7 +563,8 @@ class INRReconLogic(ScriptedLoadableModuleLogic):
             prior_mismatch="" if p.priorMismatch == "preset" else p.priorMismatch,
             admm_adam_steps=p.admmAdamSteps, admm_cgls_steps=p.admmCGLSSteps, admm_rho=p.admmRho,
             network_width=p.networkWidth, network_depth=p.networkDepth, fourier_features=p.fourierFeatures,
-            fourier_sigma=p.fourierSigma, hash_levels=p.hashLevels, hash_log2_table=p.hashTableLog2)
+            fourier_sigma=p.fourierSigma, hash_levels=p.hashLevels, hash_log2_table=p.hashTableLog2,
+            model_folder=p.modelFolder if "model" in METHOD_SPECS[p.method].reads else "")
 
     def start(self, p: INRReconParameterNode):
         """Start a run (one file, or a series when seriesPaths lists more); returns the session."""

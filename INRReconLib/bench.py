@@ -6,7 +6,9 @@ same INR with plain L2, filtered least squares and ADMM and records PSNR against
 batch` against running the same rows one after the other (bench_batch.py); `auto:GROUP` runs
 the classical methods with `auto` parameters against a sweep on GROUP's cases (bench_classical.py);
 `sigpy:GROUP` runs SigPy's SENSE and TV on the same MR files (bench_sigpy.py, the peers extra);
-`import:cbct` imports RTK-written cone-beam scans and compares with RTK's FDK (bench_import.py).
+`import:cbct` imports RTK-written cone-beam scans and compares with RTK's FDK (bench_import.py);
+`disinr:ACQ[/both]` pre-trains DisINR on a chest-CT cohort and adapts it to test slices of both
+patients (bench_disinr.py).
 Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
 are wall time of `reconstruct` on the chosen device.
 """
@@ -20,42 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench_monitor import CurveMonitor, magnitude
+
 DEFAULT_METHODS = {
     "CT": ["fbp", "sirt", "cgls", "tv", "inr:hash-ct", "nerp:hash-ct"],
     "MR": ["adjoint", "cgsense", "tv", "inr:hash-mr", "nerp:hash-mr"],
     "MR dynamic": ["adjoint", "cgsense", "grasp", "lps", "stinr:stinr-fast"],
 }
-
-
-class _CurveMonitor:
-    """Monitor that samples PSNR to the truth every `every` iterations of the fitting stage."""
-
-    def __new__(cls, truth, every):
-        from .methods.metrics import psnr
-        from .methods.monitor import Monitor
-
-        class CurveMonitor(Monitor):
-            def __init__(self):
-                super().__init__()
-                self.curve = []
-
-            def report(self, stage, iteration, total, loss=None, current=None, **extra):
-                super().report(stage, iteration, total, loss=loss, **extra)
-                fitting = stage not in ("prior-registration", "prior-change", "prior-embedding")
-                if current is not None and fitting and (iteration % every == 0 or iteration == total):
-                    img = np.asarray(current())
-                    self.curve.append((int(iteration), float(psnr(_magnitude(img), truth))))
-
-        return CurveMonitor()
-
-
-def _magnitude(img):
-    img = np.asarray(img)
-    if np.iscomplexobj(img):
-        img = np.abs(img)
-        if img.ndim == 4 and img.shape[0] == 1:  # [1, nz, ny, nx] -> static image
-            img = img[0]
-    return img
 
 
 def interpolate_frames(frames, times_s, to_times_s) -> np.ndarray:
@@ -74,7 +47,7 @@ def _scale_mr(img, truth):
     """MR magnitude after the least-squares scale to the truth (metrics.scale_to_reference)."""
     from .methods.metrics import scale_to_reference
 
-    return scale_to_reference(_magnitude(img), truth)
+    return scale_to_reference(magnitude(img), truth)
 
 
 def _run_one(case, spec, iterations, device, curve_every=0):
@@ -85,7 +58,7 @@ def _run_one(case, spec, iterations, device, curve_every=0):
     name, _, preset = spec.partition(":")
     config = load_config(preset) if preset else None
     iters = iterations if METHODS[name].field else None
-    monitor = _CurveMonitor(case.truth, curve_every) if curve_every else None
+    monitor = CurveMonitor(case.truth, curve_every) if curve_every else None
     all_times = case.info.get("all_times_s")  # temporal super-resolution: score every frame
     if all_times is not None and METHODS[name].field:
         config = {**(config or {}), "times_out_s": [float(t) for t in all_times]}
@@ -176,7 +149,7 @@ def _convergence(out: Path, device, iterations):
                 ("ADMM", {"optimizer": "admm", "coarse_to_fine": 0.15}))
     for label, overrides in variants:
         config = load_config({"preset": "hash-ct", **overrides})
-        mon = _CurveMonitor(case.truth, 10)
+        mon = CurveMonitor(case.truth, 10)
         res = reconstruct(case.measurement, "inr", config=config, iterations=iters, device=device, monitor=mon)
         curves[label] = ([c[0] for c in mon.curve], [c[1] for c in mon.curve])
         rows.append((label, mon.curve, res.seconds))
@@ -213,8 +186,14 @@ def _auto():
     return "classical", classical_rows, print_classical_table
 
 
+def _disinr():
+    from .bench_disinr import disinr_rows, print_disinr_table
+
+    return "disinr", disinr_rows, print_disinr_table
+
+
 # `--cases PREFIX:GROUP`: (result key, rows(group, methods, device), print(rows)), imported when used
-_PREFIXED = {"sigpy:": _sigpy, "import:": _import, "auto:": _auto}
+_PREFIXED = {"sigpy:": _sigpy, "import:": _import, "auto:": _auto, "disinr:": _disinr}
 
 
 def run_bench(args) -> int:
@@ -230,6 +209,8 @@ def run_bench(args) -> int:
               "cases (e.g. auto:ct2d-v20; --methods tv,sirt to restrict)")
         print("sigpy:GROUP: SigPy's SenseRecon / TotalVariationRecon (best of a sweep) against our cgsense / tv "
               "with auto, on GROUP's static 2D radial MR cases (needs the peers extra)")
+        print("disinr:ACQ[/both]: pre-train DisINR on the thorax patient's slices (/both: also on both patients'), "
+              "adapt to test slices of both, against TV, INR and the same field from scratch (e.g. disinr:fan_v60_noisy)")
         print("import:cbct: RTK-written cone-beam scans (full, half-fan, short) of the real thorax imported with "
               "inrrecon import rtk, against RTK's FDK and the direct path (needs itk-rtk; --methods tv adds TV)")
         print("nufft: forward / adjoint / normal of each NUFFT backend, 256² x 8 coils x 40 spokes and "

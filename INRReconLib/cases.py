@@ -53,13 +53,13 @@ def thorax_slices(source: str = "shared") -> ThoraxSlices:
     """"shared": the 512² slices 55-85 of ../shared/data (the benchmarks); "embedded": the 256²
     slices 57-67 that ship with the package."""
     if source == "embedded":
-        hu, grid = _read(EMBEDDED_CT)
+        hu, grid = read_image(EMBEDDED_CT)
         f = 512 / hu.shape[-1]
         centre = (NODULE_CENTRE_FULLRES_XY[0] / f, NODULE_CENTRE_FULLRES_XY[1] / f)
         return ThoraxSlices(np.asarray(hu), grid, EMBEDDED_NODULE_SLICE, centre)
     if source != "shared":
         raise ValueError(f"source must be 'shared' or 'embedded', got {source!r}")
-    hu, grid = _read(require_data() / CT_FULLRES)
+    hu, grid = read_image(require_data() / CT_FULLRES)
     return ThoraxSlices(np.asarray(hu), grid, NODULE_SLICE_FULLRES, NODULE_CENTRE_FULLRES_XY)
 
 
@@ -89,13 +89,13 @@ class Case:
     info: dict = field(default_factory=dict)
 
 
-def _read(path):
+def read_image(path):
     from .io.volume import read_volume
 
     return read_volume(path)
 
 
-def _mean_pool(a, f=2):
+def mean_pool(a, f=2):
     ny, nx = a.shape[-2] // f * f, a.shape[-1] // f * f
     a = a[..., :ny, :nx]
     return a.reshape(a.shape[:-2] + (ny // f, f, nx // f, f)).mean(axis=(-3, -1))
@@ -188,8 +188,8 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
     meas = simulate_ct(mu_fine, fine, geometry=geometry, n_views=views, arc_deg=arc,
                        source_to_isocenter_mm=500.0, isocenter_to_detector_mm=500.0,
                        photons=1e5 if noisy else None, seed=seed, upsample=1, recon_grid=grid)
-    truth = _mean_pool(mu_fine, factor).astype(np.float32)
-    roi = _mean_pool(roi_fine[None].astype(np.float32), factor) > 0.5
+    truth = mean_pool(mu_fine, factor).astype(np.float32)
+    roi = mean_pool(roi_fine[None].astype(np.float32), factor) > 0.5
     name = f"ct2d_longitudinal_{geometry}_v{views}_{'noisy' if noisy else 'clean'}"
     if size != 256:
         name += f"_{size}"
@@ -198,14 +198,14 @@ def ct2d_case(geometry="parallel", views=20, noisy=False, *, size=256, prior_off
     if prior_volume:
         from .io.prior import load_prior_slices
 
-        mu_stack = np.clip(hu_to_mu(_mean_pool(stack, factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
+        mu_stack = np.clip(hu_to_mu(mean_pool(stack, factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
         z0 = -(nodule + prior_offset_slices) * fine_grid.spacing[2]
         vgrid = ImageGrid((size, size, mu_stack.shape[0]), grid.spacing[:2] + (fine_grid.spacing[2],),
                           grid.origin[:2] + (z0,))
         prior = load_prior_slices((mu_stack, vgrid), meas, units="mu")
         name += "_priorvolume"
     else:
-        prior = np.clip(hu_to_mu(_mean_pool(prior_fine[None], factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
+        prior = np.clip(hu_to_mu(mean_pool(prior_fine[None], factor), MU_WATER_PER_MM), 0, None).astype(np.float32)
     if source == "embedded":
         name += "_embedded"
     info = {"mu_water_per_mm": MU_WATER_PER_MM}
@@ -220,7 +220,7 @@ def ct3d_case(views=20, noisy=False, *, shape=(64, 128, 128), seed=0) -> Case:
     from .simulate import simulate_ct
 
     d = require_data()
-    vol_hu, vgrid = _read(d / CT_VOLUME)
+    vol_hu, vgrid = read_image(d / CT_VOLUME)
     nz, ny, nx = shape
     cz, cy, cx = 55 + NODULE_SLICE_FULLRES, NODULE_CENTRE_FULLRES_XY[1] / 2, NODULE_CENTRE_FULLRES_XY[0] / 2
     # Crop centred on the body in-plane (the nodule sits off centre, as in a real scan).
@@ -246,8 +246,8 @@ def mr2d_case(spokes=40, coils=1, *, size=256, noise=0.01, seed=0) -> Case:
     from .simulate import simulate_mr
 
     d = require_data()
-    img, g = _read(d / MR_IMAGE)
-    lab, _ = _read(d / MR_LABEL)
+    img, g = read_image(d / MR_IMAGE)
+    lab, _ = read_image(d / MR_LABEL)
     k = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
     sl = img[k].astype(np.float64)
     sl = sl / np.percentile(sl, 99.8)
@@ -259,7 +259,7 @@ def mr2d_case(spokes=40, coils=1, *, size=256, noise=0.01, seed=0) -> Case:
     roi = ndi.binary_dilation(lab[k] > 0, iterations=3)
     if size != sl.shape[0]:
         f = sl.shape[0] // size
-        sl, prior, roi = _mean_pool(sl, f), _mean_pool(prior, f), _mean_pool(roi.astype(float), f) > 0.5
+        sl, prior, roi = mean_pool(sl, f), mean_pool(prior, f), mean_pool(roi.astype(float), f) > 0.5
     grid = ImageGrid.centred((1,) + sl.shape, (g.spacing[0] * 256 / sl.shape[0],) * 2 + (g.spacing[2],))
     meas = simulate_mr(sl[None].astype(np.float32), grid, trajectory="radial", n_spokes=spokes, n_coils=coils,
                        noise_std=noise, seed=seed)

@@ -1,4 +1,4 @@
-"""The `inrrecon` command: simulate, reconstruct, info, demo, bench.
+"""The `inrrecon` command: simulate, reconstruct, import, batch, pretrain, info, methods, demo, bench.
 
 `reconstruct` runs the worker's `run_job` in this process, so the terminal progress bar reads the
 same event stream the Slicer module reads from the background worker.
@@ -13,6 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from . import pretrain_command
 from .errors import DeviceError, InputError
 
 
@@ -53,6 +54,8 @@ def _add_reconstruct(sub):
     p.add_argument("--prior", default=None, help="earlier scan of the patient (NeRP): an image file or a DICOM folder")
     p.add_argument("--prior-series", default=None, metavar="UID",
                    help="the Series Instance UID to use when the --prior DICOM folder holds several series")
+    p.add_argument("--model", default=None, metavar="MODEL_DIR",
+                   help="disinr: the pre-trained model folder (inrrecon pretrain --out)")
     p.add_argument("--config", default=None, help="preset name (nerp-ct, hash-ct, ...) or JSON/YAML file")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -180,6 +183,7 @@ def main(argv=None) -> int:
     _add_reconstruct(sub)
     _add_import(sub)
     _add_batch(sub)
+    pretrain_command.add_parser(sub)
     p = sub.add_parser("info", help="summarise a measurement file")
     p.add_argument("measurement")
     p = sub.add_parser("methods", help="list the methods, or one method's config keys with defaults and docs")
@@ -213,6 +217,8 @@ def main(argv=None) -> int:
             return _reconstruct(args)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "pretrain":
+            return pretrain_command.run(args, _ProgressBar)
         if args.command == "import":
             return _import(args)
         if args.command == "demo":
@@ -383,7 +389,8 @@ def _reconstruct(args) -> int:
            "prior": str(Path(args.prior).resolve()) if args.prior else None, "prior_series": args.prior_series,
            "method": args.method, "config": args.config, "iterations": args.iterations,
            "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0,
-           "upsample": args.upsample, "config_overrides": _dynamic_overrides(args)}
+           "upsample": args.upsample, "config_overrides": _dynamic_overrides(args),
+           "model": str(Path(args.model).resolve()) if args.model else None}
     if args.reference:
         job["reference"] = str(Path(args.reference).resolve())
     stop = threading.Event()

@@ -198,6 +198,8 @@ def _check_method_inputs(where: str, spec, values: dict, paths: dict) -> list:
     problems += _check_prior_series(where, values["prior_series"], paths.get("prior"))
     if values["model"] is not None and "model" not in spec.reads:
         problems.append(f"{where}: method {spec.name} takes no 'model'")
+    if values["model"] is None and "model" in spec.reads:
+        problems.append(f"{where}: method {spec.name} needs 'model' (the folder inrrecon pretrain wrote)")
     return problems
 
 

@@ -4,7 +4,9 @@
      "network":  {"otype": "Siren", "n_neurons": 256, "n_hidden_layers": 8, "seed": 0},
      "backend": "auto"}
 
-encoding otypes: "Fourier", "HashGrid", "Identity"; network otypes: "Siren", "ReLU".
+encoding otypes: "Fourier", "HashGrid", "Identity"; network otypes: "Siren", "ReLU", and
+"Disentangled" (DisINR: a shared and a per-subject encoder, each the encoding + a ReLU MLP, and a
+shared decoder; disentangled.py).
 backend "auto" uses tiny-cuda-nn for HashGrid when it is importable and the device is CUDA,
 "torch" always uses the PyTorch implementation (the reference).
 """
@@ -19,6 +21,7 @@ from torch import nn
 
 from ..errors import InputError
 from .chunked import HEAD_CHUNK_ROWS, chunked_head
+from .disentangled import DisentangledField
 from .fourier import FourierEncoding, IdentityEncoding
 from .hashgrid import DEFAULTS as HASHGRID_DEFAULTS
 from .hashgrid import HashGridEncoding, TcnnHashGridEncoding
@@ -27,7 +30,7 @@ from .mlp import ReluMLP
 from .siren import Siren
 
 ENCODINGS = {"Fourier": FourierEncoding, "HashGrid": HashGridEncoding, "Identity": IdentityEncoding}
-NETWORKS = {"Siren": Siren, "ReLU": ReluMLP}
+NETWORKS = {"Siren": Siren, "ReLU": ReluMLP, "Disentangled": DisentangledField}
 
 
 def tcnn_available() -> bool:
@@ -154,8 +157,9 @@ def resolve_field_config(config: dict, grid_shape_zyx) -> dict:
     return cfg
 
 
-def build_field(config: dict, n_dims: int, n_out: int, device="cpu") -> Field:
-    """The field a config describes, on `device`. Unknown otypes or keys raise InputError."""
+def build_field(config: dict, n_dims: int, n_out: int, device="cpu", subject_ids=(0,)) -> nn.Module:
+    """The field a config describes, on `device`: a Field, or a DisentangledField with one subject
+    encoder per entry of `subject_ids` (cohort indices). Unknown otypes or keys raise InputError."""
     device = torch.device(device)
     enc_cfg = dict(config.get("encoding", {}))
     net_cfg = dict(config.get("network", {}))
@@ -183,13 +187,18 @@ def build_field(config: dict, n_dims: int, n_out: int, device="cpu") -> Field:
     if backend == "tcnn" and not use_tcnn:
         raise InputError("field.backend", "'tcnn' needs a HashGrid encoding, CUDA and tinycudann installed.",
                          "Use backend 'auto' or 'torch'.")
-    if use_tcnn:
-        encoding = TcnnHashGridEncoding(n_dims, enc_args)
-    else:
-        encoding = enc_cls(n_dims, **enc_args)
+
+    def make_encoding(seed=None):
+        args = enc_args if seed is None else {**enc_args, "seed": int(enc_args.get("seed", 0)) + seed}
+        return TcnnHashGridEncoding(n_dims, args) if use_tcnn else enc_cls(n_dims, **args)
+
     for k in ("activation", "output_activation"):
         if net_cfg.get(k, "ReLU" if k == "activation" else "None") not in ("ReLU", "None"):
             raise InputError(f"field.network.{k}", "only 'ReLU' hidden and 'None' output activations exist.")
     net_args = {k: v for k, v in net_cfg.items() if k not in ("otype", "activation", "output_activation")}
+    if net_cls is DisentangledField:
+        return DisentangledField(make_encoding, Field, n_out, copy.deepcopy(dict(config)),
+                                 subject_ids=subject_ids, **net_args).to(device)
+    encoding = make_encoding()
     network = net_cls(encoding.n_output_dims, n_out, **net_args)
     return Field(encoding, network, copy.deepcopy(dict(config))).to(device)

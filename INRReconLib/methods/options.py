@@ -248,6 +248,17 @@ INR = (
            "aligned prior by more than this many background spreads (change-map units; full at twice), embed it "
            "instead of the prior (0: off; costs one more fit; CT: only from 40 views)", kind="float", minimum=0,
            needs="prior"),
+    Option("model", "disinr: the pre-trained population model's folder (inrrecon pretrain --out); its field replaces "
+           "the preset's", kind="str", needs="model"),
+    Option("finetune_shared", "disinr: also train the shared encoder and decoder on the new scan (false: only a fresh "
+           "subject encoder, as published)", kind="bool", needs="model"),
+    Option("pretrain_iterations", "inrrecon pretrain: steps over the cohort, each on subjects_per_step subjects",
+           kind="int", minimum=1, needs="model"),
+    Option("pretrain_lr", "inrrecon pretrain: learning rate (the schedule is the config's; every hash level trains "
+           "from the first step: coarse_to_fine is for the adaptation)", kind="float", minimum=0, above=True,
+           needs="model"),
+    Option("subjects_per_step", "inrrecon pretrain: subjects per step and process (under torchrun each process takes "
+           "its own share of the cohort)", kind="int", minimum=1, needs="model"),
     Option("tv_weight", "TV on the normalised image, quoted for a grid 128 voxels wide and one coil (0: off)",
            kind="float", minimum=0),
     Option("temporal_tv_weight", "dynamic: TV along time of the normalised frames (0: off)", kind="float",

@@ -25,7 +25,7 @@ from .monitor import Monitor
 from .presets import default_preset
 from .result import ReconResult
 
-READS = ("measurement", "prior", "frames")
+READS = ("measurement", "prior", "frames", "model")
 RETURNS = ("image", "field", "time series")
 
 
@@ -33,7 +33,8 @@ RETURNS = ("image", "field", "time series")
 class MethodSpec:
     """name: as the CLI, the worker and the module call it. targets: modality -> "module:function"
     inside INRReconLib.methods. reads: what it takes besides the measurement ("prior": needs a
-    prior image; "frames": reads dynamic, multi-frame data). returns: "image" (voxels of the
+    prior image; "frames": reads dynamic, multi-frame data; "model": a pre-trained model folder,
+    the config key `model`). returns: "image" (voxels of the
     measurement grid), "field" (also a continuous field, ReconResult.field, that renders on a finer
     grid) or "time series". options: modality -> its config keys (options.Option); a key that
     `needs` what the method does not read (a prior) is accepted and ignored, so that one preset
@@ -89,6 +90,11 @@ def _dynamic_preset(modality, cone_3d=False):
     return "stinr-fast"
 
 
+def _disinr_preset(modality, cone_3d=False):
+    # The published disinr-ct / disinr-mr presets are GPU-sized; the fast ones run on a CPU.
+    return "disinr-ct-fast" if modality == "CT" else "disinr-mr-fast"
+
+
 METHODS = {
     s.name: s
     for s in [
@@ -96,6 +102,8 @@ METHODS = {
         _inr("inr", "INR without prior (random init)"),
         _inr("stinr", "spatiotemporal INR of (x, y, t) fitted to all frames of dynamic MR at once", ("MR",),
              reads=("measurement", "frames"), returns=("time series", "field"), preset_rule=_dynamic_preset),
+        _inr("disinr", "DisINR: a population prior pre-trained from raw measurements (inrrecon pretrain), frozen; "
+             "a subject encoder fitted to the scan", reads=("measurement", "model"), preset_rule=_disinr_preset),
         MethodSpec("fbp", {"CT": "classical_ct:fbp"}, "FBP (parallel/fan) or FDK (cone), ramp or Hann filter",
                    {"CT": opt.FBP}, iterative=False),
         MethodSpec("sirt", {"CT": "classical_ct:sirt"}, "SIRT, non-negative", {"CT": opt.SIRT}),

@@ -11,7 +11,7 @@ from ..methods.presets import default_preset, load_config, measurement_context
 
 # The fast presets, one per kind of measurement: the module switches between them when the
 # measurement changes (a paper preset or a file the user chose stays).
-FAST_PRESETS = ("hash-ct", "hash-cone", "hash-mr", "stinr-fast")
+FAST_PRESETS = ("hash-ct", "hash-cone", "hash-mr", "stinr-fast", "disinr-ct-fast", "disinr-mr-fast")
 
 
 def _put(section: dict, key: str, value, cast, zero_is_setting: bool = False) -> None:
@@ -28,17 +28,20 @@ def build_config(preset: str, modality: str = "CT", *, embed_iterations: int = -
                  admm_adam_steps: int = 0,
                  admm_cgls_steps: int = 0, admm_rho: float = 0.0, network_width: int = 0, network_depth: int = 0,
                  fourier_features: int = 0, fourier_sigma: float = 0.0, hash_levels: int = 0,
-                 hash_log2_table: int = 0) -> dict:
+                 hash_log2_table: int = 0, model_folder: str = "") -> dict:
     """A config dict for `write_job(config=...)`, checked by `load_config` (InputError when wrong).
 
     embed_iterations, tv_weight, coarse_to_fine, prior_slice_search_mm: -1 keeps the preset's value
     (0 is a real setting: off). Other numbers: 0 keeps the preset's value, and so does an empty loss,
     prior_registration ("none" | "rigid" | "deformable" | "auto") or prior_mismatch ("error" | "warn").
     Learning rates are Adam's. Encoding keys apply to the preset's encoding kind only (Fourier:
-    features, sigma; HashGrid: levels, table).
+    features, sigma; HashGrid: levels, table). model_folder: DisINR's pre-trained model ("" = none),
+    kept in the config, so the result's saved config names the model it used.
     """
     base = load_config(preset, modality=modality)
     cfg: dict = {"preset": preset}
+    if model_folder:
+        cfg["model"] = str(model_folder)
     _put(cfg, "embed_iterations", embed_iterations, int, zero_is_setting=True)
     _put(cfg, "embed_lr", embed_lr, float)
     _put(cfg, "lr", lr, float)

@@ -25,6 +25,7 @@ JOB_KEYS = {
     "measurement": None,    # HDF5 measurement file (docs/measurement-format.md)
     "prior": None,          # earlier image of the patient (NRRD, NIfTI..., or a DICOM series' folder), or null
     "prior_series": None,   # Series Instance UID: which series of a DICOM folder prior (when it holds several)
+    "model": None,          # disinr: the pre-trained model folder (inrrecon pretrain --out), or null
     "method": None,         # a name of methods/registry.py METHODS
     "config": None,         # preset name, config file path, inline object, or null (method defaults)
     "config_overrides": None,  # object of config keys applied on top of "config" (the CLI's --spokes-per-frame ...)
@@ -93,7 +94,7 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
     for key in ("measurement", "method"):
         if out[key] in (None, ""):
             raise InputError(key, "is missing from the job.", f"Set '{key}' in job.json.")
-    for key in ("measurement", "prior", "output", "reference", "roi"):
+    for key in ("measurement", "prior", "model", "output", "reference", "roi"):
         if out[key] is not None:
             if hasattr(out[key], "__fspath__"):
                 out[key] = str(out[key])
@@ -111,12 +112,18 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
                 raise InputError(key, f"file not found: {out[key]}.", "Check the path (relative paths are "
                                  "relative to the job folder).")
     _check_prior_series(out, check_files)
+    if check_files and out["model"] is not None and not Path(out["model"]).is_dir():
+        raise InputError("model", f"{out['model']} is not a folder.", "Give the folder inrrecon pretrain wrote.")
 
     if out["output"] is not None and out["output"] in (out["measurement"], out["prior"], out["reference"], out["roi"]):
         raise InputError("output", f"{out['output']} is also an input of the job; it would be overwritten.",
                          "Choose a new file name for the result.")
     if out["method"] not in METHODS:
         raise InputError("method", f"unknown method {out['method']!r}.", f"Choose one of: {', '.join(METHODS)}.")
+
+    if out["model"] is not None and "model" not in METHODS[out["method"]].reads:
+        users = ", ".join(n for n, spec in METHODS.items() if "model" in spec.reads)
+        raise InputError("model", f"method {out['method']!r} takes no pre-trained model.", f"Drop 'model', or use {users}.")
 
     config = out["config"]
     if config is not None and not isinstance(config, (str, dict)):

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 
-REQUIRED = ("h5py", "torchkbnufft", "PyYAML")
+REQUIRED = ("h5py", "torchkbnufft", "PyYAML", "safetensors")  # safetensors: DisINR models
 CUDA_ONLY = ("astra-toolbox",)
 # What a custom interpreter needs besides REQUIRED: Slicer's own Python has these already.
 FOREIGN_PYTHON_PACKAGES = ("torch", "numpy", "scipy", "SimpleITK")

@@ -239,6 +239,8 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
     config = _load_config(job["config"], job["method"], measurement)
     if job["config_overrides"]:
         config = {**(config or {}), **job["config_overrides"]}
+    if job["model"]:
+        config = {**(config or {}), "model": job["model"]}
     output_plan = OutputPlan.for_job(job, measurement)
     fine_plan = None
     if job["upsample"] > 1:
@@ -298,6 +300,7 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
         "method": job["method"], "config": str(config_path), "device": str(device), "measurement": job["measurement"],
         "prior": job["prior"] if prior is not None else None, "output": written["output"],
         "prior_series": job["prior_series"] if prior is not None else None,
+        "model": (result.extra.get("model") or {}).get("folder"),  # DisINR: the model folder it used
         "cancelled": bool(result.cancelled), "iterations": int(result.iterations), "seconds": float(result.seconds),
         "metrics": metrics, "extra": result.extra, "history": result.history, "meta": job["meta"],
         "prior_aligned": str(aligned_path) if aligned is not None else None,

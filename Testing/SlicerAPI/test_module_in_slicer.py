@@ -259,6 +259,40 @@ def test_apply_runs_a_scripted_worker_and_cleans_up(widget, tmp_path):
     assert widget.ui.progressBar.value == 100
 
 
+def test_disinr_takes_a_model_folder_that_the_job_records(widget, tmp_path):
+    """The Population model selector is for disinr only; Apply waits for a folder; the job's config
+    names it (the result's saved config then says which model made it)."""
+    import json
+
+    path = ct_file(tmp_path)
+    p = widget._parameterNode
+    p.method, p.measurementPath = "nerp", path
+    assert not widget.ui.modelPathLineEdit.enabled
+    p.method = "disinr"
+    assert widget.ui.modelPathLineEdit.enabled and p.preset == "disinr-ct-fast"
+    assert not widget.ui.applyButton.enabled and "pre-trained model" in widget.ui.applyButton.toolTip
+    model = tmp_path / "model"
+    model.mkdir()
+    widget.ui.modelPathLineEdit.currentPath = str(model)
+    assert p.modelFolder == str(model) and widget.ui.applyButton.enabled
+    from INRReconLib.io.volume import write_volume
+
+    case = sparse_ct_case()[0]
+    out = tmp_path / "out.nrrd"
+    write_volume(out, np.ones(case.grid.shape, np.float32), case.grid)
+    jobs = []
+    widget.logic.runnerFactory = lambda job_dir: jobs.append(job_dir) or FakeRunner(
+        [{"event": "started"}, {"event": "result", "output": str(out), "cancelled": False, "metrics": {}}],
+        job_dir=job_dir)
+    widget.ui.applyButton.click()
+    job = json.loads((Path(jobs[0]) / "job.json").read_text())  # read before the result clears the folder
+    assert job["method"] == "disinr" and job["config"]["model"] == str(model)
+    assert job["config"]["preset"] == "disinr-ct-fast"
+    for _ in range(20):
+        widget._timer.fire()
+    assert p.outputVolume is not None
+
+
 def test_a_dynamic_result_becomes_a_sequence_with_a_time_intensity_curve(widget, tmp_path):
     from INRReconLib.io.sequence import write_sequence
     from INRReconLib.io.volume import write_volume

@@ -35,13 +35,17 @@ class CoordinateFrame:
     time_extent: float = 1.0
 
     @classmethod
-    def of_grid(cls, grid, time_span_s=None, time_extent: float = 1.0) -> "CoordinateFrame":
+    def of_grid(cls, grid, time_span_s=None, time_extent: float = 1.0,
+                half_extent_mm: Optional[float] = None) -> "CoordinateFrame":
+        """The frame of `grid`: centred on it, along its axes, divided by its largest half extent
+        or by `half_extent_mm` (a population model's fixed frame: every scan in millimetres,
+        whatever its field of view)."""
         if time_span_s is not None:
             t0, t1 = (float(t) for t in time_span_s)
             if not t1 > t0:
                 raise InputError("time span", f"must run forward in time, got [{t0}, {t1}] s.")
             time_span_s = (t0, t1)
-        half = max(n * s for n, s in zip(grid.size, grid.spacing)) / 2.0
+        half = grid_half_extent_mm(grid) if half_extent_mm is None else float(half_extent_mm)
         if not 0 < float(time_extent) <= 1:
             raise InputError("config temporal_extent", f"must be in (0, 1], got {time_extent!r}.")
         return cls(tuple(float(c) for c in grid.centre_mm), tuple(grid.direction), half,
@@ -89,3 +93,8 @@ class CoordinateFrame:
         t0, t1 = self.time_span_s
         t = torch.as_tensor(np.asarray(times_s, dtype=np.float64).reshape(-1))
         return ((2.0 * (t - t0) / (t1 - t0) - 1.0) * self.time_extent).float().to(device)
+
+
+def grid_half_extent_mm(grid) -> float:
+    """Half the largest extent of `grid` (mm): the divisor of its own frame."""
+    return max(n * s for n, s in zip(grid.size, grid.spacing)) / 2.0

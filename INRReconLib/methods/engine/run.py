@@ -95,15 +95,20 @@ class InrRun:
         scale = robust_max(reference)
         if not scale > 0:
             scale = float(reference.abs().max()) or 1.0
-        self.problem.set_scale(scale)
-        self.extra["intensity_scale"] = scale
         torch.manual_seed(int(self.cfg["seed"]))
         grid = self.measurement.grid
         span = None if times_s is None else (float(times_s[0]), float(times_s[-1]))
         frame = CoordinateFrame.of_grid(grid, span, self.cfg["temporal_extent"] if span is not None else 1.0)
         field = build_field(self.cfg["field"], frame.n_dims, 2 if self.problem.mr else 1, self.device)
+        return self.adopt(field, frame, scale, times_s)
+
+    def adopt(self, field, frame: CoordinateFrame, scale: float, times_s=None) -> FieldImage:
+        """The model of `field` (built or loaded by the method) in `frame`, `scale` physics units
+        per field unit; the problem's data are normalised by the same scale."""
+        self.problem.set_scale(scale)
+        self.extra["intensity_scale"] = scale
         model = FieldImage(field, frame, intensity_scale=scale, complex_output=self.problem.mr)
-        self.axes = frame.spatial_axes(grid, 1, self.device)
+        self.axes = frame.spatial_axes(self.measurement.grid, 1, self.device)
         if times_s is not None:
             self.times_s = [float(t) for t in times_s]
             self.axes = self.axes + [frame.time_axis(self.times_s, self.device)]
