@@ -98,7 +98,7 @@ class INRRecon(ScriptedLoadableModule):
             "Pick an earlier scan of the patient as the <b>prior</b> (NeRP), load the new measurement "
             "(<code>.h5</code>, see docs/measurement-format.md in the project, or Siemens raw data <code>.dat</code>), press <b>Apply</b> and watch the reconstruction "
             "converge in the slice views. Several fractions can be reconstructed as a series, each using the "
-            "previous result as prior, and compared side by side. Classical baselines (FBP/FDK, SIRT, CGLS, "
+            "previous result as prior (DisINR: pre-trained on the earlier fractions' raw data), and compared side by side. Classical baselines (FBP/FDK, SIRT, CGLS, "
             "TV, adjoint NUFFT, CG-SENSE) are included for reference. "
             f"<a href=\"{DOCUMENTATION_URL}\">Documentation</a>."
         )

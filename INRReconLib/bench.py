@@ -8,7 +8,8 @@ the classical methods with `auto` parameters against a sweep on GROUP's cases (b
 `sigpy:GROUP` runs SigPy's SENSE and TV on the same MR files (bench_sigpy.py, the peers extra);
 `import:cbct` imports RTK-written cone-beam scans and compares with RTK's FDK (bench_import.py);
 `disinr:ACQ[/both]` pre-trains DisINR on a chest-CT cohort and adapts it to test slices of both
-patients (bench_disinr.py).
+patients (bench_disinr.py); `disinr-series:ACQ` pre-trains it on a patient's earlier fractions
+and compares with NeRP from the earlier fraction's image (bench_disinr_series.py).
 Quality numbers are PSNR/SSIM against the ground truth (data range = truth max − min); seconds
 are wall time of `reconstruct` on the chosen device.
 """
@@ -192,8 +193,15 @@ def _disinr():
     return "disinr", disinr_rows, print_disinr_table
 
 
+def _disinr_series():
+    from .bench_disinr_series import print_series_table, series_rows
+
+    return "disinr_series", series_rows, print_series_table
+
+
 # `--cases PREFIX:GROUP`: (result key, rows(group, methods, device), print(rows)), imported when used
-_PREFIXED = {"sigpy:": _sigpy, "import:": _import, "auto:": _auto, "disinr:": _disinr}
+_PREFIXED = {"sigpy:": _sigpy, "import:": _import, "auto:": _auto, "disinr:": _disinr,
+             "disinr-series:": _disinr_series}
 
 
 def run_bench(args) -> int:
@@ -211,6 +219,8 @@ def run_bench(args) -> int:
               "with auto, on GROUP's static 2D radial MR cases (needs the peers extra)")
         print("disinr:ACQ[/both]: pre-train DisINR on the thorax patient's slices (/both: also on both patients'), "
               "adapt to test slices of both, against TV, INR and the same field from scratch (e.g. disinr:fan_v60_noisy)")
+        print("disinr-series:ACQ: DisINR pre-trained on fractions 1..k of one patient's series, adapted to fraction "
+              "k+1, against NeRP with fraction k's image or reconstruction as the prior (e.g. disinr-series:fan_v60_noisy)")
         print("import:cbct: RTK-written cone-beam scans (full, half-fan, short) of the real thorax imported with "
               "inrrecon import rtk, against RTK's FDK and the direct path (needs itk-rtk; --methods tv adds TV)")
         print("nufft: forward / adjoint / normal of each NUFFT backend, 256² x 8 coils x 40 spokes and "

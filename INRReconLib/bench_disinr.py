@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 
 
-def _scored(case, method, config=None, iterations=None, device="cpu", every=10):
+def scored(case, method, config=None, iterations=None, device="cpu", every=10, prior=None):
+    """One reconstruction of `case` scored against its truth, with its PSNR curve."""
     from .bench_monitor import CurveMonitor, magnitude
     from .methods.metrics import image_metrics, scale_to_reference
     from .methods.registry import reconstruct
 
     mon = CurveMonitor(case.truth, every)
-    res = reconstruct(case.measurement, method, config=config, iterations=iterations, device=device, monitor=mon)
+    res = reconstruct(case.measurement, method, prior=prior, config=config, iterations=iterations, device=device,
+                      monitor=mon)
     img = np.asarray(res.image)
     if case.measurement.modality == "MR":  # MR magnitude after the least-squares scale, as everywhere
         img = scale_to_reference(magnitude(img), case.truth)
@@ -38,20 +40,33 @@ def _scored(case, method, config=None, iterations=None, device="cpu", every=10):
             "iterations": res.iterations, "curve": mon.curve}
 
 
-def _pretrained(acq, patients, folder: Path, preset: str, device):
-    from . import cohorts
+def pretrained(train: list, label: str, folder: Path, preset: str, device):
+    """Pre-train on the measurements `train` and write the model to `folder`; what it took."""
     from .io.model_dir import save_model
     from .methods.pretrain import pretrain
 
-    train = []
-    for p in patients:
-        train += getattr(cohorts, f"{p}_training")(acq)
     t0 = time.perf_counter()
     field, meta = pretrain(train, config=preset, device=device)
     save_model(folder, field.shared_state(), meta)
     t = meta["training"]
-    return {"model": "+".join(patients), "subjects": len(train), "steps": t["steps"],
+    return {"model": label, "subjects": len(train), "steps": t["steps"],
             "loss_first": t["loss_first"], "loss_last": t["loss_last"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def acquisition(spec: str, prefix: str = "disinr", mr: bool = True):
+    """ACQ of `PREFIX:ACQ` (fan_v60_noisy, cartesian_r6 where `mr`) as a cohorts acquisition."""
+    from . import cohorts
+
+    try:
+        if mr and spec.startswith("cartesian_r"):
+            return cohorts.MrAcquisition(float(spec[len("cartesian_r"):]))
+        geometry, views, noise = spec.split("_")
+        if noise not in ("clean", "noisy") or geometry not in ("fan", "parallel"):
+            raise ValueError(spec)
+        return cohorts.Acquisition(int(views.lstrip("v")), noise == "noisy", geometry)
+    except ValueError:
+        raise SystemExit(f"{prefix}:{spec}: use {prefix}:fan|parallel_vVIEWS_clean|noisy (e.g. {prefix}:fan_v60_noisy)"
+                         + (" or disinr:cartesian_rR (e.g. disinr:cartesian_r6)" if mr else "")) from None
 
 
 def disinr_rows(spec: str, methods=None, device="cpu", iterations=None) -> list:
@@ -59,15 +74,7 @@ def disinr_rows(spec: str, methods=None, device="cpu", iterations=None) -> list:
     from .methods.presets import load_config
 
     acq_name, _, extra = spec.partition("/")
-    try:
-        if acq_name.startswith("cartesian_r"):
-            acq = cohorts.MrAcquisition(float(acq_name[len("cartesian_r"):]))
-        else:
-            geometry, views, noise = acq_name.split("_")
-            acq = cohorts.Acquisition(int(views.lstrip("v")), noise == "noisy", geometry)
-    except ValueError:
-        raise SystemExit(f"disinr:{spec}: use disinr:GEOMETRY_vVIEWS_clean|noisy[/both] (e.g. disinr:fan_v60_noisy) "
-                         "or disinr:cartesian_rR (e.g. disinr:cartesian_r6)") from None
+    acq = acquisition(acq_name)
     if isinstance(acq, cohorts.MrAcquisition):
         preset, inr_preset, models, tests = "disinr-mr-fast", "hash-mr", [("brain",)], cohorts.brain_tests(acq)
     else:
@@ -78,7 +85,8 @@ def disinr_rows(spec: str, methods=None, device="cpu", iterations=None) -> list:
     with tempfile.TemporaryDirectory(prefix="disinr-bench-") as tmp:
         for patients in models:
             folder = Path(tmp) / "_".join(patients)
-            pre = _pretrained(acq, patients, folder, preset, device)
+            train = [m for p in patients for m in getattr(cohorts, f"{p}_training")(acq)]
+            pre = pretrained(train, "+".join(patients), folder, preset, device)
             print(f"pre-trained {pre}", file=sys.stderr)
             field = load_config(preset)["field"]
             steps = iterations or load_config(preset)["iterations"]
@@ -87,13 +95,13 @@ def disinr_rows(spec: str, methods=None, device="cpu", iterations=None) -> list:
                        "patient": case.info["patient"],
                        "in_patient": case.info["patient"] in patients, "pretrain": pre}
                 if patients == models[0]:  # the baselines do not depend on the model
-                    row["tv"] = _scored(case, "tv", device=device)
-                    row["inr"] = _scored(case, "inr", config={"preset": inr_preset}, device=device)
-                    row["scratch"] = _scored(case, "inr", config={"preset": preset, "field": field},
-                                             iterations=steps, device=device)
-                row["disinr"] = _scored(case, "disinr", config={"model": str(folder)}, iterations=steps, device=device)
-                row["disinr-ft"] = _scored(case, "disinr", config={"model": str(folder), "finetune_shared": True},
-                                           iterations=steps, device=device)
+                    row["tv"] = scored(case, "tv", device=device)
+                    row["inr"] = scored(case, "inr", config={"preset": inr_preset}, device=device)
+                    row["scratch"] = scored(case, "inr", config={"preset": preset, "field": field},
+                                            iterations=steps, device=device)
+                row["disinr"] = scored(case, "disinr", config={"model": str(folder)}, iterations=steps, device=device)
+                row["disinr-ft"] = scored(case, "disinr", config={"model": str(folder), "finetune_shared": True},
+                                          iterations=steps, device=device)
                 scratch_final = _baseline(row, rows, "scratch")["psnr"]
                 row["steps_to_scratch_final"] = next((it for it, p in row["disinr"]["curve"] if p >= scratch_final),
                                                      None)
@@ -108,14 +116,14 @@ def _baseline(row, rows, key):
     return next(r[key] for r in rows if r["case"] == row["case"] and key in r)
 
 
-def _cell(r) -> str:
+def cell(r) -> str:
     roi = f" / {r['roi_psnr']:.2f}" if r.get("roi_psnr") is not None else ""
     return f"{r['psnr']:.2f} / {r['ssim']:.4f}{roi} ({r['seconds']:.0f} s)"
 
 
 def _line(row, rows) -> str:
-    return " | ".join([row["case"], row["model"]] + [_cell(_baseline(row, rows, k))
-                                                      for k in ("tv", "inr", "scratch", "disinr", "disinr-ft")]
+    return " | ".join([row["case"], row["model"]] + [cell(_baseline(row, rows, k))
+                                                     for k in ("tv", "inr", "scratch", "disinr", "disinr-ft")]
                       + [str(row["steps_to_scratch_final"])])
 
 

@@ -56,6 +56,9 @@ def _add_reconstruct(sub):
                    help="the Series Instance UID to use when the --prior DICOM folder holds several series")
     p.add_argument("--model", default=None, metavar="MODEL_DIR",
                    help="disinr: the pre-trained model folder (inrrecon pretrain --out)")
+    p.add_argument("--pretrain-on", nargs="+", default=None, metavar="MEAS",
+                   help="disinr: pre-train the model on these measurement files first (e.g. the patient's earlier "
+                        "fractions; the preset's pretrain_* settings), then adapt it; written as OUT's stem + .model/")
     p.add_argument("--config", default=None, help="preset name (nerp-ct, hash-ct, ...) or JSON/YAML file")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -390,7 +393,8 @@ def _reconstruct(args) -> int:
            "method": args.method, "config": args.config, "iterations": args.iterations,
            "device": args.device, "output": str(Path(args.out).resolve()), "preview_every": 0,
            "upsample": args.upsample, "config_overrides": _dynamic_overrides(args),
-           "model": str(Path(args.model).resolve()) if args.model else None}
+           "model": str(Path(args.model).resolve()) if args.model else None,
+           "pretrain_on": [str(Path(m).resolve()) for m in args.pretrain_on] if args.pretrain_on else None}
     if args.reference:
         job["reference"] = str(Path(args.reference).resolve())
     stop = threading.Event()

@@ -9,6 +9,11 @@ of the other one.
 - lung1: the second patient, 512² at 0.570 mm, 5 mm slices, a 292 mm field of view: 256² grid
   at 1.14 mm (data projected from the 512² slice), tumour on slices 32-34.
 
+- thorax series (`thorax_series`): one patient's fractions, as a longitudinal series sees them:
+  the earlier fractions simulated from the current scan with the nodule smaller (the standard
+  cases' change, `cases.longitudinal_prior`, a little less each fraction), a setup shift and a
+  deformation; each fraction measured on a slab of slices around the nodule, the last fraction
+  on the nodule's slice.
 - brain (MR): the post-contrast T1, 256² at 0.78 mm, 6.5 mm slices, tumour on slices 11-17;
   multi-coil Cartesian k-space (birdcage maps), each slice scaled to its 99.8th percentile.
 
@@ -23,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .cases import (CT_FULLRES, CT_VOLUME, MR_IMAGE, MR_LABEL, NODULE_CENTRE_FULLRES_XY, NODULE_RADIUS_MM, Case,
-                    mean_pool, read_image, require_data)
+from .cases import (CT_FULLRES, CT_VOLUME, MR_IMAGE, MR_LABEL, NODULE_CENTRE_FULLRES_XY, NODULE_RADIUS_MM,
+                    NODULE_SLICE_FULLRES, Case, longitudinal_prior, mean_pool, read_image, require_data)
 from .physics.grid import ImageGrid
 
 LUNG1_IMAGE = "ct_lung1/lung1_image.nrrd"
@@ -35,6 +40,11 @@ THORAX_TEST = (58, 62, 66)  # scan slices (2 mm apart); 62 holds the nodule
 THORAX_TRAIN = tuple(range(14, 49, 3)) + tuple(range(80, 125, 5))  # 12 + 9 = 21 slices, >= 20 mm away
 LUNG1_TEST = (29, 33, 37)  # 5 mm slices; 33 holds the tumour
 LUNG1_TRAIN = tuple(range(2, 26, 2)) + tuple(range(41, 48, 2))  # 12 + 4 = 16 slices, >= 20 mm away
+SERIES_SLAB = (-2, -1, 0, 1, 2)  # slices (2 mm) around the nodule that each fraction measures
+# Earlier fractions, first to last: how much smaller the nodule was (cases.longitudinal_prior's
+# contraction; the standard prior's is 0.45), the setup shift (pixels of 0.98 mm) and rotation.
+SERIES_CHANGES = ({"contraction": 0.45, "shift_px": (1.0, -1.5), "rotation_deg": 1.0, "seed": 11},
+                  {"contraction": 0.25, "shift_px": (-1.2, 0.8), "rotation_deg": -0.6, "seed": 12})
 BRAIN_TEST = (12, 14, 16)  # 6.5 mm slices through the tumour
 BRAIN_TRAIN = tuple(range(0, 9)) + tuple(range(20, 25))  # 14 slices, >= 26 mm away
 
@@ -187,3 +197,61 @@ def brain_tests(acq: MrAcquisition) -> list:
         out.append(Case(f"brain_s{s}_{acq.name}", meas, truth, None, lab[None] if lab.any() else None,
                         {"patient": "brain"}))
     return out
+
+
+@dataclass
+class Fraction:
+    """One fraction of `thorax_series`: its slab's measurements (SERIES_SLAB order), the truth
+    on the 256² grid ([slab, 256, 256] μ and its grid, 2 mm slices) and the changed region."""
+
+    index: int
+    measurements: list
+    truth: np.ndarray
+    volume_grid: ImageGrid
+    roi: np.ndarray
+
+
+def thorax_series(acq: Acquisition, fractions: int = 3) -> list:
+    """The thorax patient's fractions 1..`fractions` (the last is the real scan; at most
+    len(SERIES_CHANGES) + 1). Each fraction's slab is measured with `acq`, slice by slice, from
+    the 512² file onto the 256² grid (no inverse crime). The earlier fractions carry the ≈10 HU
+    noise of longitudinal_prior, as the standard cases' prior does."""
+    if not 2 <= fractions <= len(SERIES_CHANGES) + 1:
+        raise ValueError(f"thorax_series has 2 to {len(SERIES_CHANGES) + 1} fractions, not {fractions}")
+    hu, g = read_image(require_data() / CT_FULLRES)
+    sp = g.spacing[0]
+    margin = 5  # slices of context around the slab for the 3D change and deformation
+    k0 = max(NODULE_SLICE_FULLRES - max(map(abs, SERIES_SLAB)) - margin, 0)
+    block = np.asarray(hu[k0:NODULE_SLICE_FULLRES + max(SERIES_SLAB) + margin + 1], dtype=np.float64)
+    centre_z = NODULE_SLICE_FULLRES - k0
+    cx, cy = NODULE_CENTRE_FULLRES_XY
+    fine = ImageGrid.centred((1, 512, 512), (sp, sp, 2.0))
+    grid = ImageGrid.centred((1, 256, 256), (2 * sp, 2 * sp, 2.0))
+    changes = SERIES_CHANGES[len(SERIES_CHANGES) - (fractions - 1):]  # the last ones: closest to the scan
+    # The changed region (the nodule's disc, 1.5 radii) is the same in every fraction's plane.
+    _, roi = longitudinal_prior(block[centre_z], (cy, cx), NODULE_RADIUS_MM / sp, noise=0.0)
+    roi_mid = mean_pool(roi[None].astype(np.float32)) > 0.5
+    out = []
+    for f in range(1, fractions + 1):
+        vol = block
+        if f < fractions:
+            c = changes[f - 1]
+            vol, _ = longitudinal_prior(block, (centre_z, cy, cx), NODULE_RADIUS_MM / sp, contraction=c["contraction"],
+                                        shift_px=c["shift_px"], rotation_deg=c["rotation_deg"], z_aspect=2.0 / sp,
+                                        seed=c["seed"])
+        slices = [centre_z + d for d in (SERIES_SLAB if f < fractions else (0,))]
+        mus = [_mu(vol[k]) for k in slices]
+        meas = [_simulate(mu, fine, grid, acq, seed=5000 + 100 * f + k, description=f"thorax fraction {f} slice {k}")
+                for mu, k in zip(mus, slices)]
+        truth = np.stack([mean_pool(mu) for mu in mus]).astype(np.float32)
+        z0 = -slices.index(centre_z) * 2.0  # the nodule's slice in the measured plane (z = 0)
+        vgrid = ImageGrid((256, 256, len(slices)), grid.spacing[:2] + (2.0,), grid.origin[:2] + (z0,))
+        out.append(Fraction(f, meas, truth, vgrid, roi_mid))
+    return out
+
+
+def series_test(fraction: Fraction, acq: Acquisition) -> Case:
+    """The nodule slice of `fraction` as a benchmark case (its measurement, truth and ROI)."""
+    k = SERIES_SLAB.index(0) if len(fraction.measurements) > 1 else 0
+    return Case(f"thorax_fraction{fraction.index}_{acq.name}", fraction.measurements[k], fraction.truth[k:k + 1],
+                None, fraction.roi, {"patient": "thorax", "fraction": fraction.index})

@@ -4,7 +4,8 @@ measurements, in one process or under torchrun (one process per GPU, or gloo on 
     torchrun --nproc-per-node 4 -m INRReconLib.cli pretrain cohort/*.h5 --out model --device cuda
 
 Each process fits its share of the subjects; rank 0 prints the progress and writes the model.
-Ctrl-C stops every process after the same step and the model so far is written.
+Ctrl-C stops every process after the same step and the model so far is written (under torchrun,
+within its --shutdown-timeout: 30 s unless given, after which it kills the processes).
 """
 
 from __future__ import annotations
@@ -54,8 +55,12 @@ def _distributed(device: str):
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return device  # resolve_device names the missing GPU, on every rank
     cuda = device != "cpu" and torch.cuda.is_available()
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    # NCCL moves CUDA tensors only; the loop's small numbers (loss, stop flag, CT unit) are CPU
+    # tensors, so CPU collectives go through gloo in the same group.
+    torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(local)
         return f"cuda:{local}"

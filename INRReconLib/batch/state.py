@@ -56,6 +56,8 @@ def fingerprints(study) -> dict:
                    "reference": sha(row.reference), "roi": sha(row.roi)}
         if row.prior_series is not None:  # only when given: rows without it keep their fingerprints
             content["prior_series"] = row.prior_series
+        if row.pretrain_on:
+            content["pretrain_on"] = [_input_sha(p, sha) for p in row.pretrain_on]
         text = json.dumps(content, sort_keys=True, default=str)
         out[row.id] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return out

@@ -2,8 +2,10 @@
 
 YAML: a list of rows, or {"defaults": {key: value}, "rows": [...]} where every row starts from
 the defaults. CSV: a header of keys, one row per line, empty cells unset. Keys (ROW_KEYS): `id`,
-`measurement`, `method` (required), `prior`, `prior_series`, `model`, `config`, `output`,
-`reference`, `roi`, `after`, `iterations`, `device`. `after` names another row whose output is
+`measurement`, `method` (required), `prior`, `prior_series`, `model`, `pretrain_on`, `config`,
+`output`, `reference`, `roi`, `after`, `iterations`, `device`. `pretrain_on` (disinr): the
+measurement files to pre-train the model on first, e.g. the patient's earlier fractions (a YAML
+list; in CSV separated by ';'). `after` names another row whose output is
 this row's prior: a chained series of fractions. `prior` may be a DICOM folder, `prior_series`
 the UID of its series when it holds several. Relative paths are relative to the study file.
 
@@ -22,7 +24,7 @@ from typing import Optional, Union
 from ..errors import InputError
 
 ROW_KEYS = ("id", "measurement", "method", "prior", "model", "config", "output", "reference", "roi", "after",
-            "iterations", "device", "prior_series")
+            "iterations", "device", "prior_series", "pretrain_on")
 _PATH_KEYS = ("measurement", "prior", "model", "reference", "roi")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also the default output's file name (no dots: no .seq)
 
@@ -44,6 +46,7 @@ class Row:
     iterations: Optional[int] = None
     device: str = "auto"
     prior_series: Optional[str] = None  # Series Instance UID of a DICOM folder prior
+    pretrain_on: Optional[tuple] = None  # disinr: measurement files (Paths) to pre-train the model on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +151,7 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
     for key in _PATH_KEYS:
         if key in paths and not paths[key].exists():
             problems.append(f"{where}: {key} {paths[key]} does not exist")
+    pretrain_on = _pretrain_files(where, values["pretrain_on"], base, problems, paths.get("measurement"))
     method = values["method"]
     spec = METHODS.get(method) if method is not None else None
     if method is not None and spec is None:
@@ -173,8 +177,44 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
               model=paths.get("model"), config=config, reference=paths.get("reference"), roi=paths.get("roi"),
               after=str(values["after"]) if values["after"] is not None else None, iterations=iterations,
               device=device, prior_series=str(values["prior_series"]).strip() if values["prior_series"] is not None
-              else None)
+              else None, pretrain_on=pretrain_on)
     return row, []
+
+
+def _pretrain_files(where: str, value, base: Path, problems: list, measurement=None):
+    """pretrain_on: a list (YAML) or a ';'-separated string (CSV) of existing files, not the row's
+    measurement, of its modality and dimension -> tuple of Paths."""
+    if value is None:
+        return None
+    items = value.split(";") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
+        problems.append(f"{where}: pretrain_on must be a list of measurement files (CSV: separated by ';'), "
+                        f"got {value!r}")
+        return None
+    out = []
+    for item in items:
+        p = Path(item.strip()).expanduser()
+        p = p if p.is_absolute() else (base / p).resolve()
+        if not p.exists():
+            problems.append(f"{where}: pretrain_on {p} does not exist")
+        elif measurement is not None and p == measurement:
+            problems.append(f"{where}: pretrain_on lists the row's own measurement (list the earlier fractions only)")
+        out.append(p)
+    problems += _pretrain_kinds(where, [p for p in out if p.exists()], measurement)
+    return tuple(out)
+
+
+def _pretrain_kinds(where: str, files: list, measurement) -> list:
+    """Each pretrain_on file has the measurement's modality and dimension (read from the headers)."""
+    if measurement is None or not measurement.is_file():
+        return []
+    from ..io.readers import header_kind
+
+    try:
+        want, kinds = header_kind(measurement), {f: header_kind(f) for f in files}
+    except (InputError, OSError) as exc:
+        return [f"{where}: pretrain_on: {exc}"]
+    return [f"{where}: pretrain_on {f.name} is {k}, the measurement {want}" for f, k in kinds.items() if k != want]
 
 
 def _check_method_inputs(where: str, spec, values: dict, paths: dict) -> list:
@@ -196,10 +236,14 @@ def _check_method_inputs(where: str, spec, values: dict, paths: dict) -> list:
     if values["prior"] is not None and values["after"] is not None:
         problems.append(f"{where}: set 'prior' or 'after', not both")
     problems += _check_prior_series(where, values["prior_series"], paths.get("prior"))
-    if values["model"] is not None and "model" not in spec.reads:
-        problems.append(f"{where}: method {spec.name} takes no 'model'")
-    if values["model"] is None and "model" in spec.reads:
-        problems.append(f"{where}: method {spec.name} needs 'model' (the folder inrrecon pretrain wrote)")
+    for key in ("model", "pretrain_on"):
+        if values[key] is not None and "model" not in spec.reads:
+            problems.append(f"{where}: method {spec.name} takes no '{key}'")
+    if values["model"] is None and values["pretrain_on"] is None and "model" in spec.reads:
+        problems.append(f"{where}: method {spec.name} needs 'model' (the folder inrrecon pretrain wrote) or "
+                        "'pretrain_on' (measurement files to pre-train on)")
+    if values["model"] is not None and values["pretrain_on"] is not None:
+        problems.append(f"{where}: set 'model' or 'pretrain_on', not both")
     return problems
 
 

@@ -69,6 +69,7 @@ def _run_once(row, prior, device: str) -> dict:
     job = {"measurement": str(row.measurement), "method": row.method, "prior": str(prior) if prior else None,
            "prior_series": row.prior_series if row.after is None else None,
            "model": str(row.model) if row.model else None, "config": row.config, "iterations": row.iterations,
+           "pretrain_on": [str(p) for p in row.pretrain_on] if row.pretrain_on else None,
            "device": device, "output": str(row.output),
            "reference": str(row.reference) if row.reference else None, "roi": str(row.roi) if row.roi else None,
            "preview_every": 0, "meta": {"batch_id": row.id, "after": row.after}}

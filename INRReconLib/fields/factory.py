@@ -189,7 +189,9 @@ def build_field(config: dict, n_dims: int, n_out: int, device="cpu", subject_ids
                          "Use backend 'auto' or 'torch'.")
 
     def make_encoding(seed=None):
-        args = enc_args if seed is None else {**enc_args, "seed": int(enc_args.get("seed", 0)) + seed}
+        # A seeded encoding (DisINR's encoders); the identity encoding has nothing to draw.
+        seeded = seed is not None and "seed" in enc_cls.KEYS
+        args = {**enc_args, "seed": int(enc_args.get("seed", 0)) + seed} if seeded else enc_args
         return TcnnHashGridEncoding(n_dims, args) if use_tcnn else enc_cls(n_dims, **args)
 
     for k in ("activation", "output_activation"):

@@ -221,7 +221,9 @@ class TcnnHashGridEncoding(nn.Module):
     """The same encoding through tiny-cuda-nn (CUDA only), fp32 output.
 
     tcnn takes inputs in [0, 1]; it may keep the table in fp16 when built with half precision:
-    gradients of tiny table entries then underflow, so we ask for fp32 where the binding allows."""
+    gradients of tiny table entries then underflow, so we ask for fp32 where the binding allows.
+    Its state dict names the table `params`, as HashGridEncoding does (tcnn's module would say
+    `enc.params`): weights saved on a GPU with tcnn load on a CPU without it, and back."""
 
     def __init__(self, n_dims: int, config: dict):
         super().__init__()
@@ -229,10 +231,13 @@ class TcnnHashGridEncoding(nn.Module):
 
         enc = {"otype": "HashGrid", **DEFAULTS}
         enc.update({k: config[k] for k in DEFAULTS if k in config})
+        seed = int(config.get("seed", 0))
         try:
-            self.enc = tcnn.Encoding(n_dims, enc, dtype=torch.float32)
+            self.enc = tcnn.Encoding(n_dims, enc, seed=seed, dtype=torch.float32)
         except TypeError:  # older bindings have no dtype argument
-            self.enc = tcnn.Encoding(n_dims, enc)
+            self.enc = tcnn.Encoding(n_dims, enc, seed=seed)
+        self._register_state_dict_hook(_tcnn_names_out)
+        self._register_load_state_dict_pre_hook(_tcnn_names_in)
         self.n_dims = n_dims
         self.n_output_dims = self.enc.n_output_dims
         # tcnn lays the table out as we do (level_layout), so level offsets are computed here.
@@ -248,3 +253,18 @@ class TcnnHashGridEncoding(nn.Module):
 
     def forward(self, x):
         return self.enc(((x + 1.0) * 0.5).clamp(0.0, 1.0)).float()
+
+
+def _tcnn_names_out(module, state, prefix, local_metadata):
+    """TcnnHashGridEncoding's state dict: `enc.params` saved as `params` (the torch encoding's name)."""
+    key = prefix + "enc.params"
+    if key in state:
+        state[prefix + "params"] = state.pop(key)
+    return state
+
+
+def _tcnn_names_in(state, prefix, *args):
+    """... and `params` loaded into `enc.params`."""
+    key = prefix + "params"
+    if key in state:
+        state[prefix + "enc.params"] = state.pop(key)

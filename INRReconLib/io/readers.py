@@ -104,6 +104,17 @@ def read_measurement_header(path) -> dict:
     return reader_for(path).header(Path(path))
 
 
+def scan_kind(modality: str, grid) -> str:
+    """"CT 2D", "MR 3D", ...: what a DisINR model and the scans it adapts to must share."""
+    return f"{modality} {'2D' if grid.shape[0] == 1 else '3D'}"
+
+
+def header_kind(path) -> str:
+    """scan_kind of the measurement in `path`, from its header."""
+    header = read_measurement_header(path)
+    return scan_kind(header["modality"], header["grid"])
+
+
 def is_measurement_file(path) -> bool:
     """True when some reader recognises `path` (the Slicer file reader's confidence)."""
     path = Path(path)

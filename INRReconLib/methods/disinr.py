@@ -38,6 +38,7 @@ def disinr(measurement, *, prior=None, config=None, iterations=None, device="cpu
         model = run.adopt(field, scan_frame(frame, measurement.grid), float(scale))
         run.extra["model"] = {"folder": str(folder), "weights_sha256": meta["weights_sha256"],
                               "cohort_subjects": len(meta.get("cohort", [])),
+                              "cohort": [c.get("name") for c in meta.get("cohort", [])],
                               "pretrain_steps": meta.get("training", {}).get("steps"),
                               "shared_frozen": not run.cfg["finetune_shared"]}
         if outside_frame(frame, measurement.grid):

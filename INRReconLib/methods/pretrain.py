@@ -26,13 +26,12 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from ..fields import resolve_field_config
 from ..io.provenance import file_sha256
 from .engine.fitting import regulariser
 from .engine.model import FieldImage
 from .engine.problem import Problem, robust_max
 from .engine.render import raster_fn
-from .engine.run import OOM_FIX, inr_config
+from .engine.run import inr_config
 from .losses import make_scheduler
 from .monitor import Monitor
 from .presets import load_config, measurement_context
@@ -133,16 +132,18 @@ def pretrain(sources, *, config=None, iterations=None, device="cpu", monitor=Non
     if isinstance(config, (str, Path)):  # a preset name or a JSON/YAML file
         config = load_config(config, method="disinr", **measurement_context(first.modality, first.geometry.type,
                                                                               first.grid))
-    cfg = inr_config("disinr", first, config, None)
+    if len(cohort) < world:  # every rank says so, before any of them waits for the others
+        raise InputError("cohort", f"has {len(cohort)} subjects for {world} processes.",
+                         "Run at most as many processes as there are subjects.")
+    frame = frame_record(cohort.grids)
+    # The hash grid is sized for the model's frame (its finest level: the cohort's finest voxels
+    # over the frame), not for whichever scan came first.
+    cfg = inr_config("disinr", first, config, None, field_shape=resolution_shape(frame))
     if iterations is not None:
         cfg["pretrain_iterations"] = int(iterations)
     cfg["model"] = ""  # a pre-training starts from nothing
-    frame = frame_record(cohort.grids)
-    cfg["field"] = resolve_field_config(cfg["field"], resolution_shape(frame))
+    _check_supported(cfg)
     mine = list(range(rank, len(cohort), world))
-    if not mine:
-        raise InputError("cohort", f"has {len(cohort)} subjects for {world} processes.",
-                         "Run at most as many processes as there are subjects.")
 
     # The unit of the field: CT shares one (attenuation is absolute), MR scans each have their own.
     scales = {k: _unit(cohort.problem(k, cfg, device)) for k in mine}
@@ -176,13 +177,29 @@ def pretrain(sources, *, config=None, iterations=None, device="cpu", monitor=Non
     return field, meta
 
 
+def _check_supported(cfg) -> None:
+    """The fitting options the pre-training loop does not implement are refused, not ignored."""
+    unsupported = []
+    if int(cfg.get("subsets") or 1) > 1:
+        unsupported.append(("subsets", cfg["subsets"], "1 (every view in each step)"))
+    if cfg.get("optimizer", "adam") != "adam":
+        unsupported.append(("optimizer", cfg["optimizer"], "'adam'"))
+    if cfg.get("loss") == "fls" and float(cfg.get("fls_handover") or 0) > 0:
+        unsupported.append(("fls_handover", cfg["fls_handover"], "0"))
+    if unsupported:
+        key, value, fix = unsupported[0]
+        raise InputError(f"config {key}", f"is {value!r}; DisINR pre-training does not implement it.",
+                         f"Set {key} to {fix} for pre-training (the adaptation may use it).")
+
+
 @contextlib.contextmanager
 def _out_of_memory_as_device_error():
     try:
         yield
     except torch.cuda.OutOfMemoryError as exc:
         raise DeviceError("out-of-memory", f"The GPU ran out of memory during pre-training "
-                          f"({str(exc).splitlines()[0]}). Lower subjects_per_step, {OOM_FIX[0].lower()}{OOM_FIX[1:]}") \
+                          f"({str(exc).splitlines()[0]}). Lower subjects_per_step, set points_per_chunk (e.g. 65536), lower "
+                          "the hash table size (log2_hashmap_size) or the network width, or pre-train on the CPU.") \
             from None
 
 

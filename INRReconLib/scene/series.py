@@ -1,7 +1,10 @@
 """A longitudinal series: one measurement per fraction, reconstructed one after another.
 
 Each fraction uses the chosen prior, or (chain mode) the previous fraction's reconstruction, the
-way a physicist follows a patient through treatment. Results are gathered in a Sequence node
+way a physicist follows a patient through treatment. A method with a pre-trained model (DisINR)
+chains by learning instead: in chain mode every fraction after the first is adapted from a model
+the worker pre-trains on the earlier fractions' raw measurements (the first uses the model folder
+of the config); without chain mode every fraction uses that model. Results are gathered in a Sequence node
 (index "fraction") with a sequence browser, so the series can be stepped through in the views.
 """
 
@@ -96,12 +99,18 @@ class SeriesSession:
         return self
 
     def _start_next(self):
+        from ..methods.registry import METHODS
+
         index = len(self.sessions)
-        prior = self.prior_node
-        if self.chain and self.outputs:
+        prior, pretrain_on = self.prior_node, None
+        spec = METHODS.get(self.session_kwargs.get("method"))
+        if self.chain and spec is not None and "model" in spec.reads:
+            pretrain_on = self.paths[:index] or None  # the raw data of every earlier fraction
+        elif self.chain and self.outputs:
             prior = self.outputs[-1]
         session = ReconstructionSession(self.scene, self.runner_factory, self.job_root / f"fraction-{index + 1:02d}",
-                                        self.paths[index], prior_node=prior, **self.session_kwargs)
+                                        self.paths[index], prior_node=prior, pretrain_on=pretrain_on,
+                                        **self.session_kwargs)
         self.sessions.append(session)
         session.start()
 

@@ -92,13 +92,15 @@ class ReconstructionSession:
     prior_node: a scalar volume node or None. method/config/iterations/device/preview_every/upsample:
     as in the job file. output_name: name of the result node (default: the measurement file's stem).
     job_writer(job_dir, **job): defaults to `INRReconLib.worker.job.write_job`.
+    pretrain_on: DisINR: measurement files the worker pre-trains the model on first (a series'
+    earlier fractions), or None.
     header: the measurement's `read_measurement_header` dict when the caller has it (it needs
     h5py, which Slicer's Python lacks until the first Apply installs it); read from the file otherwise.
     """
 
     def __init__(self, scene, runner_factory, job_dir, measurement_path, *, prior_node=None, method="nerp",
                  config=None, iterations=None, device="cpu", preview_every=10, upsample=1, output_name=None,
-                 job_writer=None, header=None):
+                 job_writer=None, header=None, pretrain_on=None):
         self.scene = scene
         self.runner_factory = runner_factory
         self.job_dir = Path(job_dir)
@@ -112,6 +114,7 @@ class ReconstructionSession:
         self.upsample = upsample
         self.output_name = output_name or self.measurement_path.name.split(".")[0]
         self.job_writer = job_writer or _default_job_writer
+        self.pretrain_on = [str(p) for p in pretrain_on] if pretrain_on else None
         self.state = SessionState()
         self.runner = None
         self.preview_node = None
@@ -144,7 +147,7 @@ class ReconstructionSession:
         self.job_writer(self.job_dir, measurement=str(self.measurement_path), prior=prior_path, method=self.method,
                         config=self.config, iterations=self.iterations, device=self.device,
                         output=str(self.job_dir / "output.nrrd"), preview_every=self.preview_every,
-                        upsample=self.upsample)
+                        upsample=self.upsample, pretrain_on=self.pretrain_on)
         self.plot = ProgressPlot(self.scene, self.output_name)
         self.state = SessionState(status="running", stage="starting")
         self.runner = self.runner_factory(self.job_dir)

@@ -26,6 +26,8 @@ JOB_KEYS = {
     "prior": None,          # earlier image of the patient (NRRD, NIfTI..., or a DICOM series' folder), or null
     "prior_series": None,   # Series Instance UID: which series of a DICOM folder prior (when it holds several)
     "model": None,          # disinr: the pre-trained model folder (inrrecon pretrain --out), or null
+    "pretrain_on": None,    # disinr: measurement files to pre-train a model on first (e.g. the patient's
+                            # earlier fractions), written next to the output as <stem>.model/; or null
     "method": None,         # a name of methods/registry.py METHODS
     "config": None,         # preset name, config file path, inline object, or null (method defaults)
     "config_overrides": None,  # object of config keys applied on top of "config" (the CLI's --spokes-per-frame ...)
@@ -73,8 +75,15 @@ def write_job(job_dir, **keys) -> Path:
     job_dir = Path(job_dir)
     check_job(keys, job_dir, check_files=False)
     job_dir.mkdir(parents=True, exist_ok=True)
-    job = {k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in keys.items()}
+    job = {k: _plain(v) for k, v in keys.items()}
     return atomic_write_text(job_dir / JOB_FILE, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+
+
+def _plain(value):
+    """Paths (also in a list, as pretrain_on's) as strings, for JSON."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if hasattr(value, "__fspath__") else value
 
 
 def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
@@ -112,6 +121,7 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
                 raise InputError(key, f"file not found: {out[key]}.", "Check the path (relative paths are "
                                  "relative to the job folder).")
     _check_prior_series(out, check_files)
+    _check_pretrain_on(out, job_dir, check_files)
     if check_files and out["model"] is not None and not Path(out["model"]).is_dir():
         raise InputError("model", f"{out['model']} is not a folder.", "Give the folder inrrecon pretrain wrote.")
 
@@ -121,9 +131,10 @@ def check_job(job: dict, job_dir, check_files: bool = True) -> dict:
     if out["method"] not in METHODS:
         raise InputError("method", f"unknown method {out['method']!r}.", f"Choose one of: {', '.join(METHODS)}.")
 
-    if out["model"] is not None and "model" not in METHODS[out["method"]].reads:
-        users = ", ".join(n for n, spec in METHODS.items() if "model" in spec.reads)
-        raise InputError("model", f"method {out['method']!r} takes no pre-trained model.", f"Drop 'model', or use {users}.")
+    for key in ("model", "pretrain_on"):
+        if out[key] is not None and "model" not in METHODS[out["method"]].reads:
+            users = ", ".join(n for n, spec in METHODS.items() if "model" in spec.reads)
+            raise InputError(key, f"method {out['method']!r} takes no pre-trained model.", f"Drop '{key}', or use {users}.")
 
     config = out["config"]
     if config is not None and not isinstance(config, (str, dict)):
@@ -175,6 +186,32 @@ def _check_prior_series(out: dict, check_files: bool) -> None:
     if check_files and not Path(out["prior"]).is_dir():
         raise InputError("prior_series", f"names a DICOM series, but the prior {out['prior']} is a file, not a "
                          "folder.", "Give the DICOM folder as the prior, or drop prior_series.")
+
+
+def _check_pretrain_on(out: dict, job_dir: Path, check_files: bool) -> None:
+    """pretrain_on: a list of measurement files (relative paths: to the job folder), not with a
+    model (one or the other is the model), not holding the measurement itself."""
+    files = out["pretrain_on"]
+    if files is None:
+        return
+    if isinstance(files, (str, Path)):
+        files = [files]
+    if not isinstance(files, (list, tuple)) or not files or not all(
+            isinstance(f, (str, Path)) and str(f) for f in files):
+        raise InputError("pretrain_on", f"must be a non-empty list of measurement file paths or null, got {files!r}.")
+    files = [str(_resolve(str(f), job_dir)) for f in files]
+    if out["model"] is not None:
+        raise InputError("pretrain_on", "is set together with 'model'; the model would be both loaded and pre-trained.",
+                         "Keep one: 'model' (a folder inrrecon pretrain wrote) or 'pretrain_on' (files to pre-train on).")
+    if out["measurement"] is not None and str(_resolve(str(out["measurement"]), job_dir)) in files:
+        raise InputError("pretrain_on", "lists the measurement being reconstructed.",
+                         "List only the other scans (e.g. the earlier fractions); the adaptation fits this one.")
+    if check_files:
+        for f in files:
+            if not (Path(f).is_file() or Path(f).is_dir()):
+                raise InputError("pretrain_on", f"file not found: {f}.", "Check the path (relative paths are "
+                                 "relative to the job folder).")
+    out["pretrain_on"] = files
 
 
 def _resolve(path: str, job_dir: Path) -> Path:

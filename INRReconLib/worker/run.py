@@ -250,8 +250,14 @@ def _reconstruct_and_save(job, job_dir, device, emit, stop, t0) -> dict:
             raise InputError("upsample", f"{job['upsample']}x gives an output of {list(fine_plan.grid.shape)} voxels, "
                              f"more than {MAX_OUTPUT_VOXELS:,}.", "Use a smaller factor.")
 
-    monitor = WorkerMonitor(emit, stop, job_dir, measurement.grid, job["preview_every"], job["preview"],
-                            output_plan.display, t0, info={"method": job["method"], "units": output_plan.units})
+    def new_monitor():
+        return WorkerMonitor(emit, stop, job_dir, measurement.grid, job["preview_every"], job["preview"],
+                             output_plan.display, t0, info={"method": job["method"], "units": output_plan.units})
+
+    if job["pretrain_on"]:
+        # Its own monitor: the result's history is the adaptation's alone.
+        config = {**(config or {}), "model": str(_pretrain_first(job, measurement, config, device, new_monitor()))}
+    monitor = new_monitor()
     result = reconstruct(measurement, job["method"], prior=prior, config=config, iterations=job["iterations"],
                          device=device, monitor=monitor)
     image = np.asarray(result.image)
@@ -362,6 +368,46 @@ def _field_on_finer_grid(result, grid, factor: int):
         log.warning("evaluating the field %dx finer failed: %s", factor, exc)
         return None, (f"upsample {factor}: evaluating the field on the finer grid failed "
                       f"({str(exc).splitlines()[0]}); the output is on the measurement grid.")
+
+
+def _pretrain_first(job, measurement, config, device, monitor) -> Path:
+    """DisINR on `pretrain_on` (e.g. the patient's earlier fractions): pre-train a model on those
+    files (stage "pretraining", progress like any stage) and write it next to the output as
+    <stem>.model/ (the CLI's stays; the module's goes with its job folder). A stop request ends
+    the pre-training after its current step; the model so far is written and the adaptation then
+    stops at once, so the partial result is saved as for any cancel."""
+    from ..io.model_dir import prepare_folder, save_model
+    from ..io.readers import header_kind, scan_kind
+    from ..methods.pretrain import pretrain
+
+    cohort = job["pretrain_on"]
+    want = scan_kind(measurement.modality, measurement.grid)
+    for path in cohort:  # checked before the pre-training, not after it
+        if header_kind(path) != want:
+            raise InputError("pretrain_on", f"{Path(path).name} is {header_kind(path)} and the measurement is {want}.",
+                             "Pre-train on scans of the measurement's modality and dimension (e.g. its earlier fractions).")
+    stem = output_stem(Path(job["output"]))
+    target = stem.with_name(stem.name + ".model")
+    try:
+        folder = prepare_folder(target)
+    except InputError as exc:
+        raise InputError("output", f"the model pre-trained on pretrain_on is written to {target} (the output's name "
+                         f"+ .model), and {exc.problem}", "Choose another output name, or move that folder.") from None
+    if (config or {}).get("model"):
+        log.info("the config's model %s is replaced by the one pre-trained on pretrain_on", config["model"])
+    # One config serves the pre-training and the adaptation; what the pre-training loop does not
+    # implement (methods/pretrain.py refuses it) is set aside for the pre-training only.
+    plain = {"subsets": 1, "optimizer": "adam", "fls_handover": 0}
+    changed = {k: (config or {})[k] for k in plain if k in (config or {}) and config[k] != plain[k]}
+    if changed:
+        log.info("pre-training with %s (the adaptation keeps %s)", plain, changed)
+    log.info("pre-training on %d measurement(s) first: %s", len(cohort), ", ".join(cohort))
+    field, meta = pretrain(cohort, config={**(config or {}), **plain}, device=device, monitor=monitor)
+    save_model(folder, field.shared_state(), meta)
+    t = meta["training"]
+    log.info("model written to %s: %d of %d steps, loss %.4g -> %.4g, %.0f s", folder, t["steps"], t["planned_steps"],
+             t["loss_first"] or 0.0, t["loss_last"] or 0.0, t["seconds"])
+    return folder
 
 
 def _load_config(spec, method: str, measurement):

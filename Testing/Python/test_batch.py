@@ -241,6 +241,45 @@ def test_csv_study_and_chain_order(cohort, tmp_path):
         load_study(cycle, tmp_path)
 
 
+TINY_DISINR = {"preset": "disinr-ct-fast", "pretrain_iterations": 4, "iterations": 3, "coarse_to_fine": 0,
+               "field": {"encoding": {"n_levels": 4, "log2_hashmap_size": 10},
+                         "network": {"n_neurons": 16, "code_dims": 16}}}
+
+
+def test_a_disinr_row_pretrains_on_the_earlier_fractions(cohort, client, tmp_path):
+    """`pretrain_on` in a study: a list in YAML, ';'-separated in CSV; the row's model is written
+    next to its output and a changed earlier fraction reruns the row."""
+    rows = [{"id": "p1-f2", "measurement": "p1_f2.h5", "method": "disinr", "pretrain_on": ["p1_f1.h5"],
+             "config": TINY_DISINR, "device": "cpu"}]
+    study = load_study(_study(cohort, "disinr.yaml", rows), tmp_path)
+    assert study.rows[0].pretrain_on == (cohort / "p1_f1.h5",)
+    summaries, _ = run_batch(_study(cohort, "disinr.yaml", rows), out_dir=tmp_path, client=client)
+    assert summaries[0]["status"] == "done", summaries
+    model = json.loads((tmp_path / "p1-f2.model" / "model.json").read_text())
+    assert [c["name"] for c in model["cohort"]] == ["p1_f1.h5"]
+    assert json.loads((tmp_path / "p1-f2.metrics.json").read_text())["model"] == str(tmp_path / "p1-f2.model")
+    from INRReconLib.batch.state import fingerprints
+
+    before = fingerprints(study)["p1-f2"]
+    rows[0]["pretrain_on"] = ["p1_f1.h5", "p2_f1.h5"]
+    assert fingerprints(load_study(_study(cohort, "disinr.yaml", rows), tmp_path))["p1-f2"] != before
+
+    csv_path = cohort / "disinr.csv"
+    csv_path.write_text("id,measurement,method,pretrain_on\nx,p1_f2.h5,disinr,p1_f1.h5;p2_f1.h5\n", encoding="utf-8")
+    assert load_study(csv_path, tmp_path).rows[0].pretrain_on == (cohort / "p1_f1.h5", cohort / "p2_f1.h5")
+    bad = [{"id": "a", "measurement": "p1_f2.h5", "method": "disinr"},
+           {"id": "b", "measurement": "p1_f2.h5", "method": "nerp", "prior": "p1_plan.nrrd", "pretrain_on": ["p1_f1.h5"]},
+           {"id": "c", "measurement": "p1_f2.h5", "method": "disinr", "pretrain_on": ["gone.h5"]},
+           {"id": "d", "measurement": "p1_f2.h5", "method": "disinr", "pretrain_on": ["p1_f1.h5"],
+            "model": "p1_f1.h5"},
+           {"id": "e", "measurement": "p1_f2.h5", "method": "disinr", "pretrain_on": ["p1_f1.h5", "p1_f2.h5"]}]
+    with pytest.raises(InputError) as err:
+        load_study(_study(cohort, "bad-disinr.yaml", bad), tmp_path / "x")
+    for expected in ("needs 'model'", "or 'pretrain_on'", "takes no 'pretrain_on'", "gone.h5 does not exist",
+                     "set 'model' or 'pretrain_on', not both", "(e): pretrain_on lists the row's own measurement"):
+        assert expected in str(err.value), expected
+
+
 def test_cli_batch_without_dask_says_how_to_install(monkeypatch, cohort, capsys):
     import builtins
 

@@ -288,3 +288,119 @@ def test_mr_pretraining_and_adaptation_give_a_complex_image_in_the_scans_own_uni
     save_model(tmp_path / "mr", field.shared_state(), meta)
     res = reconstruct(ms[2], "disinr", config={"model": str(tmp_path / "mr")}, iterations=5)
     assert res.image.dtype == np.complex64 and res.image.shape == (1, 1, 32, 32)
+
+
+def test_the_worker_pretrains_on_earlier_fractions_then_adapts(cohort_files, tmp_path):
+    """`pretrain_on` (the series mode's and `reconstruct --pretrain-on`'s way): the worker writes the
+    model next to the output, names it in metrics.json, and the adaptation starts from it."""
+    import threading
+
+    from INRReconLib.worker import run_job
+
+    events = []
+    # subsets 2 (ordered subsets in the adaptation): the pre-training still sees every view.
+    job = {"measurement": str(cohort_files[3]), "method": "disinr", "config": {**TINY, "subsets": 2}, "iterations": 3,
+           "device": "cpu", "output": str(tmp_path / "fx4.nrrd"), "pretrain_on": [str(p) for p in cohort_files[:2]]}
+    final = run_job(job, tmp_path, events.append, threading.Event())
+    assert final["event"] == "result", final
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert stages[0] == "pretraining" and stages[-1] != "pretraining"
+    assert sum(s == "pretraining" for s in stages) >= 2  # the first and the last pre-training step at least
+    folder = tmp_path / "fx4.model"
+    meta, _ = load_model(folder, "CT")
+    assert [c["name"] for c in meta["cohort"]] == ["s0.h5", "s1.h5"] and meta["training"]["steps"] == 40
+    metrics = json.loads((tmp_path / "fx4.metrics.json").read_text())
+    assert metrics["model"] == str(folder) and metrics["extra"]["model"]["cohort"] == ["s0.h5", "s1.h5"]
+    assert metrics["extra"]["model"]["weights_sha256"] == meta["weights_sha256"]
+    assert meta["config"]["subsets"] == 1 and json.loads((tmp_path / "fx4.config.json").read_text())["subsets"] == 2
+    assert all(h.get("stage") != "pretraining" for h in metrics["history"])  # the adaptation's alone
+
+    # A stop during the pre-training: the model so far is written, the result is the partial one.
+    stop = threading.Event()
+
+    def emit(event):
+        if event.get("stage") == "pretraining" and event.get("iteration", 0) >= 2:
+            stop.set()
+
+    final = run_job({**job, "output": str(tmp_path / "stopped.nrrd")}, tmp_path, emit, stop)
+    assert final["event"] == "result" and final["cancelled"], final
+    assert load_model(tmp_path / "stopped.model", "CT")[0]["training"]["stopped_early"]
+
+
+def test_pretrain_on_bad_input_says_what_is_wrong(cohort_files, tmp_path):
+    import threading
+
+    from INRReconLib.worker import run_job
+    from INRReconLib.worker.job import check_job
+
+    base = {"measurement": str(cohort_files[3]), "method": "disinr", "pretrain_on": [str(cohort_files[0])]}
+    assert check_job({**base, "pretrain_on": str(cohort_files[0])}, tmp_path)["pretrain_on"] == [str(cohort_files[0])]
+    cases = [({"model": str(tmp_path)}, "together with 'model'"), ({"method": "nerp"}, "takes no pre-trained model"),
+             ({"pretrain_on": [str(cohort_files[3])]}, "lists the measurement being reconstructed"),
+             ({"pretrain_on": [str(tmp_path / "gone.h5")]}, "file not found"), ({"pretrain_on": []}, "non-empty list"),
+             ({"pretrain_on": [3]}, "non-empty list")]
+    for change, message in cases:
+        with pytest.raises(InputError, match=message):
+            check_job({**base, **change}, tmp_path)
+    # An MR scan among a CT measurement's earlier fractions: refused before any pre-training step.
+    mr = simulate_mr(phantom(1, 32) / 0.03, GRID, trajectory="radial", n_spokes=16, n_coils=1)
+    write_measurement(mr, tmp_path / "mr.h5")
+    events = []
+    final = run_job({**base, "pretrain_on": [str(cohort_files[0]), str(tmp_path / "mr.h5")], "config": TINY,
+                     "device": "cpu", "output": str(tmp_path / "x.nrrd")}, tmp_path, events.append, threading.Event())
+    assert final["event"] == "error" and "mr.h5 is MR 2D and the measurement is CT 2D" in final["message"], final
+    assert not any(e.get("stage") == "pretraining" for e in events)
+
+
+def test_the_cli_pretrains_on_the_files_given(cohort_files, tmp_path):
+    from INRReconLib.cli import main
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY, "pretrain_iterations": 4}))
+    assert main(["reconstruct", str(cohort_files[3]), "--method", "disinr", "--pretrain-on", *map(str, cohort_files[:2]),
+                 "--config", str(config), "--iterations", "2", "--out", str(tmp_path / "r.nrrd"), "--device", "cpu"]) == 0
+    assert load_model(tmp_path / "r.model", "CT")[0]["training"]["steps"] == 4
+
+
+def test_the_hash_grid_is_sized_for_the_models_frame_not_the_first_scan(cohort_files):
+    from INRReconLib.methods.population import resolution_shape
+
+    fine = simulate_ct(phantom(7), FINE, geometry="parallel", n_views=20, arc_deg=180,
+                       recon_grid=ImageGrid.centred((1, 64, 64), (2.0, 2.0, 2.0)), upsample=1)
+    config = {**TINY, "pretrain_iterations": 1}
+
+    def scale(cohort):
+        meta = pretrain(cohort, config=config)[1]
+        return meta["field"]["encoding"]["per_level_scale"], meta
+
+    coarse_first, meta = scale([cohort_files[0], fine])  # the 32² scan at 4 mm first
+    assert coarse_first == scale([fine, cohort_files[0]])[0]  # the order does not matter
+    assert coarse_first > scale([cohort_files[0]])[0]  # finer than for the coarse scan alone
+    assert resolution_shape(meta["frame"])[-1] > 64  # the 2 mm voxels over 1.1 x the largest extent
+    with pytest.raises(InputError, match="subsets.*does not implement"):
+        pretrain(cohort_files[:2], config={**config, "subsets": 4})
+
+
+def test_tcnn_encoding_weights_carry_the_torch_encodings_names(monkeypatch):
+    """A model pre-trained with tiny-cuda-nn loads where only the torch encoding exists, and back:
+    the table is `params` in both state dicts (tinycudann stood in for by a module with a table)."""
+    import types
+
+    from INRReconLib.fields.hashgrid import HashGridEncoding, TcnnHashGridEncoding
+
+    class FakeEncoding(torch.nn.Module):
+        def __init__(self, n_dims, config, seed=1337, dtype=None):
+            super().__init__()
+            self.seed, self.n_output_dims = seed, 2 * int(config["n_levels"])
+            self.params = torch.nn.Parameter(torch.zeros(HashGridEncoding(n_dims, **cfg).params.numel()))
+
+    cfg = {"n_levels": 4, "log2_hashmap_size": 10, "per_level_scale": 1.5, "seed": 3}
+    monkeypatch.setitem(sys.modules, "tinycudann", types.SimpleNamespace(Encoding=FakeEncoding))
+    fast, plain = TcnnHashGridEncoding(2, cfg), HashGridEncoding(2, **cfg)
+    assert fast.enc.seed == 3  # the config's seed reaches tcnn
+    assert set(fast.state_dict()) == set(plain.state_dict()) == {"params"}
+    fast.load_state_dict(plain.state_dict())
+    assert torch.equal(fast.enc.params, plain.params)
+    plain.load_state_dict({"params": torch.ones_like(plain.params)})
+    fast.load_state_dict(plain.state_dict())
+    assert torch.equal(fast.state_dict()["params"], torch.ones_like(plain.params))

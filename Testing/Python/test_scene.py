@@ -271,6 +271,27 @@ def test_series_builds_sequence_with_chained_priors(ct_case):
     assert all(s.preview_node is None for s in series.sessions)
 
 
+def test_a_disinr_series_pretrains_each_fraction_on_the_earlier_ones(ct_case):
+    """Chain mode with a model method: fraction n+1's job pre-trains on fractions 1..n's raw data
+    (the first uses the config's model); no prior image is handed over."""
+    import json
+
+    scene, grid, prior, _, tmp = ct_case
+    paths = [write_ct_measurement(tmp / f"fx{n}.h5", grid, fraction=n) for n in (1, 2, 3)]
+    series = SeriesSession(scene, scripted_factory(grid, n_progress=2), tmp / "dseries", paths, prior_node=prior,
+                           chain=True, method="disinr", config={"model": str(tmp / "population")}, iterations=2)
+    series.start()
+    assert series.wait(timeout_s=10) == "done" and len(series.outputs) == 3
+    jobs = [json.loads((tmp / "dseries" / f"fraction-0{n}" / "job.json").read_text()) for n in (1, 2, 3)]
+    assert [j.get("pretrain_on") for j in jobs] == [None, [str(paths[0])], [str(paths[0]), str(paths[1])]]
+    assert all(j["prior"] is None for j in jobs)
+    unchained = SeriesSession(scene, scripted_factory(grid, n_progress=2), tmp / "useries", paths[:2], chain=False,
+                              method="disinr", config={"model": str(tmp / "population")}, iterations=2)
+    unchained.start()
+    assert unchained.wait(timeout_s=10) == "done"
+    assert json.loads((tmp / "useries" / "fraction-02" / "job.json").read_text()).get("pretrain_on") is None
+
+
 def test_comparison_layout_and_tumour_table(ct_case):
     scene, grid, prior, _, _ = ct_case
     m = V.ijk_to_ras_from_grid(grid)

@@ -293,6 +293,38 @@ def test_disinr_takes_a_model_folder_that_the_job_records(widget, tmp_path):
     assert p.outputVolume is not None
 
 
+def test_a_disinr_series_learns_from_the_earlier_fractions(widget, tmp_path):
+    """Series mode with disinr and chaining: the second fraction's job pre-trains on the first
+    fraction's file (the worker's pretrain_on); the first uses the Population model."""
+    import json
+
+    from INRReconLib.io.volume import write_volume
+
+    first, second = ct_file(tmp_path, "f1.h5"), ct_file(tmp_path, "f2.h5")
+    case = sparse_ct_case()[0]
+    out = tmp_path / "out.nrrd"
+    write_volume(out, np.ones(case.grid.shape, np.float32), case.grid)
+    model = tmp_path / "model"
+    model.mkdir()
+    jobs = []
+
+    def runner(job_dir):
+        jobs.append(json.loads((Path(job_dir) / "job.json").read_text()))
+        return FakeRunner([{"event": "started"}, {"event": "result", "output": str(out), "cancelled": False,
+                            "metrics": {}}], job_dir=job_dir)
+
+    widget.logic.runnerFactory = runner
+    p = widget._parameterNode
+    p.method, p.measurementPath, p.seriesPaths, p.chainPriors = "disinr", first, second, True
+    widget.ui.modelPathLineEdit.currentPath = str(model)
+    assert widget.ui.applyButton.enabled
+    widget.ui.applyButton.click()
+    for _ in range(40):
+        widget._timer.fire()
+    assert [j.get("pretrain_on") for j in jobs] == [None, [str(first)]]
+    assert all(j["config"]["model"] == str(model) for j in jobs)
+
+
 def test_a_dynamic_result_becomes_a_sequence_with_a_time_intensity_curve(widget, tmp_path):
     from INRReconLib.io.sequence import write_sequence
     from INRReconLib.io.volume import write_volume

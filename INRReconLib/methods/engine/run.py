@@ -33,9 +33,10 @@ OOM_FIX = ("Reduce the work per step: set points_per_chunk (e.g. 65536) to evalu
            "network width, or run on the CPU.")
 
 
-def inr_config(method: str, measurement, config, iterations) -> dict:
+def inr_config(method: str, measurement, config, iterations, field_shape=None) -> dict:
     """The full config of an INR method on this measurement: its default preset (or the one the
-    config names) updated with the user's keys, checked (options.INR), the field made explicit."""
+    config names) updated with the user's keys, checked (options.INR), the field made explicit
+    for the measurement's grid (or for `field_shape`, zyx: DisINR's model frame)."""
     from ..registry import METHODS
 
     context = measurement_context(measurement.modality, measurement.geometry.type, measurement.grid)
@@ -51,7 +52,7 @@ def inr_config(method: str, measurement, config, iterations) -> dict:
     if measurement.modality == "MR" and cfg["loss"] == "fls":
         raise InputError("config loss", "'fls' is a CT loss (ramp filter on sinograms).",
                          "Use 'rel_l2' or 'l2' for MR.")
-    cfg["field"] = resolve_field_config(cfg["field"], measurement.grid.shape)
+    cfg["field"] = resolve_field_config(cfg["field"], measurement.grid.shape if field_shape is None else field_shape)
     return cfg
 
 
