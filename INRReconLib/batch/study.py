@@ -146,8 +146,7 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
     paths = {}
     for key in _PATH_KEYS + ("output",):
         if values[key] is not None:
-            p = Path(str(values[key])).expanduser()
-            paths[key] = p if p.is_absolute() else (base / p).resolve()
+            paths[key] = _path(values[key], base)
     for key in _PATH_KEYS:
         if key in paths and not paths[key].exists():
             problems.append(f"{where}: {key} {paths[key]} does not exist")
@@ -181,6 +180,12 @@ def _check_row(entry, number: int, base: Path, out_dir: Path):
     return row, []
 
 
+def _path(value, base: Path) -> Path:
+    """A row's path: absolute, relative ones to the study file's folder."""
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
 def _pretrain_files(where: str, value, base: Path, problems: list, measurement=None):
     """pretrain_on: a list (YAML) or a ';'-separated string (CSV) of existing files, not the row's
     measurement, of its modality and dimension -> tuple of Paths."""
@@ -193,8 +198,7 @@ def _pretrain_files(where: str, value, base: Path, problems: list, measurement=N
         return None
     out = []
     for item in items:
-        p = Path(item.strip()).expanduser()
-        p = p if p.is_absolute() else (base / p).resolve()
+        p = _path(item.strip(), base)
         if not p.exists():
             problems.append(f"{where}: pretrain_on {p} does not exist")
         elif measurement is not None and p == measurement:

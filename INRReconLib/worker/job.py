@@ -203,7 +203,7 @@ def _check_pretrain_on(out: dict, job_dir: Path, check_files: bool) -> None:
     if out["model"] is not None:
         raise InputError("pretrain_on", "is set together with 'model'; the model would be both loaded and pre-trained.",
                          "Keep one: 'model' (a folder inrrecon pretrain wrote) or 'pretrain_on' (files to pre-train on).")
-    if out["measurement"] is not None and str(_resolve(str(out["measurement"]), job_dir)) in files:
+    if out["measurement"] in files:  # both resolved against the job folder
         raise InputError("pretrain_on", "lists the measurement being reconstructed.",
                          "List only the other scans (e.g. the earlier fractions); the adaptation fits this one.")
     if check_files:

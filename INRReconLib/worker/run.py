@@ -378,13 +378,14 @@ def _pretrain_first(job, measurement, config, device, monitor) -> Path:
     stops at once, so the partial result is saved as for any cancel."""
     from ..io.model_dir import prepare_folder, save_model
     from ..io.readers import header_kind, scan_kind
-    from ..methods.pretrain import pretrain
+    from ..methods.pretrain import PRETRAIN_FITTING, pretrain
 
     cohort = job["pretrain_on"]
     want = scan_kind(measurement.modality, measurement.grid)
     for path in cohort:  # checked before the pre-training, not after it
-        if header_kind(path) != want:
-            raise InputError("pretrain_on", f"{Path(path).name} is {header_kind(path)} and the measurement is {want}.",
+        kind = header_kind(path)
+        if kind != want:
+            raise InputError("pretrain_on", f"{Path(path).name} is {kind} and the measurement is {want}.",
                              "Pre-train on scans of the measurement's modality and dimension (e.g. its earlier fractions).")
     stem = output_stem(Path(job["output"]))
     target = stem.with_name(stem.name + ".model")
@@ -393,16 +394,16 @@ def _pretrain_first(job, measurement, config, device, monitor) -> Path:
     except InputError as exc:
         raise InputError("output", f"the model pre-trained on pretrain_on is written to {target} (the output's name "
                          f"+ .model), and {exc.problem}", "Choose another output name, or move that folder.") from None
-    if (config or {}).get("model"):
+    if config and config.get("model"):
         log.info("the config's model %s is replaced by the one pre-trained on pretrain_on", config["model"])
     # One config serves the pre-training and the adaptation; what the pre-training loop does not
     # implement (methods/pretrain.py refuses it) is set aside for the pre-training only.
-    plain = {"subsets": 1, "optimizer": "adam", "fls_handover": 0}
-    changed = {k: (config or {})[k] for k in plain if k in (config or {}) and config[k] != plain[k]}
+    config = config or {}
+    changed = {k: config[k] for k, v in PRETRAIN_FITTING.items() if k in config and config[k] != v}
     if changed:
-        log.info("pre-training with %s (the adaptation keeps %s)", plain, changed)
+        log.info("pre-training with %s (the adaptation keeps %s)", PRETRAIN_FITTING, changed)
     log.info("pre-training on %d measurement(s) first: %s", len(cohort), ", ".join(cohort))
-    field, meta = pretrain(cohort, config={**(config or {}), **plain}, device=device, monitor=monitor)
+    field, meta = pretrain(cohort, config={**config, **PRETRAIN_FITTING}, device=device, monitor=monitor)
     save_model(folder, field.shared_state(), meta)
     t = meta["training"]
     log.info("model written to %s: %d of %d steps, loss %.4g -> %.4g, %.0f s", folder, t["steps"], t["planned_steps"],
