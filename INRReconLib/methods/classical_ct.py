@@ -239,7 +239,8 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
     those units one `lambda` (dimensionless) fits scans of any view count, voxel size and
     attenuation level: the solver works on x̂ = x/s with A/‖A‖, where the problem is
     ½‖Â x̂ − ŷ‖² + lambda·TV(x̂). `lambda: auto` (default) picks it by the discrepancy principle
-    on the sinogram's Poisson noise (auto_params.py); the value chosen is in the result's config.
+    on the sinogram's Poisson noise, not below auto_params.LAMBDA_FLOOR_CT (auto_params.py); the
+    value chosen is in the result's config.
 
     Solver: Chambolle–Pock PDHG with the diagonal preconditioning of Pock & Chambolle (2011) on
     K = [Â; β∇]: the sinogram dual step 1/(Â 1) per ray, the primal step 1/(Âᵀ1 + 2β Σw) per
@@ -271,7 +272,8 @@ def tv(measurement, *, prior=None, config=None, iterations=None, device="cpu", m
         y_hat = y / (a * s)
         unit2 = (a * s) ** 2  # ‖Â x̂ − ŷ‖² × unit2 = ‖A x − y‖²
         if target is not None:
-            continuation = auto_params.LambdaContinuation(target / unit2, auto_params.TAU["CT"])
+            continuation = auto_params.LambdaContinuation(target / unit2, auto_params.TAU["CT"],
+                                                          floor=auto_params.LAMBDA_FLOOR_CT)
             lam = continuation.lam
         else:
             lam = float(cfg["lambda"])

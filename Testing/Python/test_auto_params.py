@@ -13,7 +13,7 @@ from ct_phantoms import blob_sinogram, disk_image, disk_sinogram, psnr
 from INRReconLib.errors import InputError
 from INRReconLib.io.measurement import Measurement
 from INRReconLib.io.phantoms import mr_phantom
-from INRReconLib.methods import classical_ct, options
+from INRReconLib.methods import auto_params, classical_ct, options
 from INRReconLib.methods.registry import reconstruct
 from INRReconLib.numerics import finite_diff
 from INRReconLib.physics.ct_geometry import parallel_geometry
@@ -97,6 +97,25 @@ def test_auto_lambda_is_near_the_best_swept_one(noisy_ct):
     # the chosen value is in the config: a rerun with it is a fixed-λ run near the same image
     again = classical_ct.tv(m, config=res.config)
     assert "auto_lambda" not in again.extra and psnr(again.image, res.image) > 35
+
+
+def test_noise_free_ct_holds_the_weight_at_the_floor(noisy_ct, monkeypatch):
+    """A noise-free sinogram: its noise estimate is the disks' edges, the residual keeps falling
+    as the weight drops, and without a floor the discrepancy principle ends far below the best
+    swept weight; the floor keeps it near, and the record says why it stopped."""
+    m, ref = noisy_ct
+    clean = dataclasses.replace(m, data=disk_sinogram(m.geometry).astype(np.float32))
+    res = classical_ct.tv(clean, config={})
+    record = res.extra["auto_lambda"]
+    assert res.config["lambda"] >= auto_params.LAMBDA_FLOOR_CT and not record["reached"]
+    assert "at the floor" in record["rule"] and "warning" not in record
+    best = max(psnr(classical_ct.tv(clean, config={"lambda": lam}).image, ref) for lam in (0.001, 0.003, 0.01))
+    assert psnr(res.image, ref) > best - 1.0
+    floor = auto_params.LAMBDA_FLOOR_CT
+    monkeypatch.setattr(auto_params, "LAMBDA_FLOOR_CT", auto_params.LAMBDA_FLOOR)
+    unfloored = classical_ct.tv(clean, config={})
+    assert unfloored.config["lambda"] < floor / 10
+    assert psnr(res.image, ref) > psnr(unfloored.image, ref) + 3.0
 
 
 def test_auto_iterations_stop_at_the_noise_level(noisy_ct):

@@ -199,6 +199,9 @@ def test_grasp_and_lps_on_dynamic_data(dynamic):
         res = reconstruct(m, name)
         assert res.image.shape == (FRAMES, 1, N, N)
         assert _score(res.image, truth) > adjoint + 1.0, name
+        if name == "grasp":  # its weight is chosen from the k-space noise by default
+            record = res.extra["auto_lambda"]
+            assert record["rule"].startswith("discrepancy principle") and res.config["lambda"] == record["lambda"]
     static = select_frames(m, [0])
     for name in ("grasp", "lps"):
         with pytest.raises(InputError, match="one frame"):
