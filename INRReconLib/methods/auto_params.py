@@ -38,7 +38,7 @@ LAMBDA_START = 0.05  # relative TV weight to start from (25× the old fixed defa
 LAMBDA_FLOOR = 1e-6  # continuation stops here however large the residual
 # CT's floor. On a noise-free sinogram the estimate is the anatomy's fine detail the grid cannot
 # hold, the residual keeps falling by ~25 % per stage as the weight drops, and the discrepancy
-# principle took the weight to 2e-5 … 1e-6 (at most 1.1 dB below the best swept weight). The
+# principle took the weight to 1e-4 … 1e-6 (up to 1.1 dB below the best swept weight). The
 # best swept weight was 5e-4 … 4e-3 on all eight 256² thorax cases (20 and 60 views, with and
 # without noise), and every noisy case's own choice was above 8e-4: below the floor a sparse-view
 # reconstruction only approaches the TV-smallest image that fits the rays exactly, which the
